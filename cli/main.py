@@ -1,0 +1,23 @@
+"""Entry point of the ``fastnn`` console script: a click group that the command modules join."""
+
+from __future__ import annotations
+
+import click
+
+from fastnn import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fastnn")
+def main() -> None:
+    """fastnn: feedforward neural networks from scratch, fast on a plain CPU."""
+
+
+def _register_commands() -> None:
+    """Attach every command module's commands to the group (one import per module)."""
+    from fastnn.cli import data_commands
+
+    main.add_command(data_commands.data)
+
+
+_register_commands()

@@ -1,0 +1,336 @@
+"""The feedforward network: shapes, one flat parameter arena, work buffers, and calls to a backend.
+
+``FFNN`` does no arithmetic on its arrays itself; every numerical operation is a call to its
+:class:`~fastnn.backend.Backend`. That is why the model is the same code on every backend and why the
+backends can be compared op by op.
+
+Parameter arena layout
+----------------------
+All parameters live in one contiguous 1-d array ``model.arena``: first every layer's weights
+``W_1 … W_L`` (each ``(fan_in, fan_out)``, row-major), then every layer's biases ``b_1 … b_L``.
+``model.params`` holds ``(W, b)`` views into it. Putting the weights first makes the L2 penalty
+(weights only, never biases) a single call over one contiguous slice. Gradients live in
+``model.grad_arena`` with the same layout (``model.grads``); optimizer state in further arrays of
+that layout, so an optimizer step is one kernel over one array.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastnn.activations import resolve_activation
+from fastnn.backend import Backend, get_backend
+from fastnn.init import initial_weights, resolve_init
+from fastnn.validation import (
+    check_dtype,
+    check_features,
+    check_float_range,
+    check_labels,
+    check_positive_int,
+    check_targets,
+)
+
+OUTPUTS = ("softmax", "identity")
+"""Output heads: ``softmax`` (softmax + cross-entropy) or ``identity`` (linear output + MSE)."""
+
+_MAX_WORKSPACES = 4
+
+
+@dataclass
+class _Workspace:
+    """Buffers for one batch size N, made once and reused (no allocation in the hot loop).
+
+    acts[i] : (N, H_i) output of layer i (the last one is the logits / network output).
+    preacts[i] : (N, H_i) pre-activation of layer i, or None when its activation does not need it.
+    dacts[i] : (N, H_i) gradient with respect to acts[i]; the backward pass of layer i+1 writes it.
+    probs : (N, C) softmax probabilities (softmax head). targets : (N, C) one-hot targets (MSE head).
+    """
+
+    acts: list[np.ndarray]
+    preacts: list[np.ndarray | None]
+    dacts: list[np.ndarray]
+    probs: np.ndarray
+    targets: np.ndarray
+
+
+class FFNN:
+    """A fully connected feedforward network.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Widths from input to output, e.g. ``[784, 256, 128, 10]``; at least two entries, all ≥ 1.
+    activation : str or sequence of str
+        Hidden-layer activation, one for all hidden layers or one per hidden layer:
+        relu, sigmoid, tanh, identity, leaky_relu, softplus, gelu.
+    output : {"softmax", "identity"}
+        ``softmax``: softmax + cross-entropy against integer labels. ``identity``: linear output and
+        MSE against targets of shape (N, C); integer labels are one-hot encoded.
+    l2 : float
+        λ ≥ 0; the loss gains ``(λ/2) Σ ‖W‖²`` over weights (not biases).
+    label_smoothing : float
+        ε in [0, 1) for the softmax head (PyTorch's ``label_smoothing``).
+    init : str
+        xavier_uniform, xavier_normal (glorot_*), he_uniform, he_normal, lecun_normal or
+        random_normal (with ``init_std``). Biases start at zero.
+    init_std : float
+        Standard deviation for ``init="random_normal"``.
+    backend : str or Backend
+        ``"numpy"`` (reference) or ``"numba"`` (fast), or a backend instance.
+    dtype : {"float32", "float64"}
+    seed : int
+        Seeds initial weights and, through :meth:`fit`, batch order, on every backend alike.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
+                 output: str = "softmax", l2: float = 0.0, label_smoothing: float = 0.0,
+                 init: str = "he_normal", init_std: float = 0.01, backend: str | Backend = "numpy",
+                 dtype: str = "float32", seed: int = 0):
+        if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
+            raise TypeError(f"layer_sizes must be a sequence of integers, got {layer_sizes!r}.")
+        if len(layer_sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output size, got {list(layer_sizes)}.")
+        self.layer_sizes = tuple(check_positive_int(f"layer_sizes[{i}]", s) for i, s in enumerate(layer_sizes))
+        n_hidden = len(self.layer_sizes) - 2
+        if isinstance(activation, str):
+            hidden = [activation] * n_hidden
+        else:
+            hidden = list(activation)
+            if len(hidden) != n_hidden:
+                raise ValueError(f"activation must be one name or one per hidden layer ({n_hidden}), "
+                                 f"got {len(hidden)}: {hidden}.")
+        self.hidden_activations = tuple(resolve_activation(a).name for a in hidden)
+        if not isinstance(output, str) or output.lower() not in OUTPUTS:
+            raise ValueError(f"The output {output!r} is not supported. Supported outputs are {list(OUTPUTS)}.")
+        self.output = output.lower()
+        self.l2 = check_float_range("l2", l2, 0.0)
+        self.label_smoothing = check_float_range("label_smoothing", label_smoothing, 0.0, 1.0,
+                                                 high_inclusive=False)
+        self.init = resolve_init(init)
+        self.init_std = check_float_range("init_std", init_std, 0.0, low_inclusive=False)
+        self.dtype = check_dtype(dtype)
+        self.seed = check_positive_int("seed", seed, minimum=0)
+        self.backend = get_backend(backend)
+
+        # one stream per purpose, so e.g. a validation split never shifts the batch order
+        init_seq, shuffle_seq, noise_seq = np.random.SeedSequence(self.seed).spawn(3)
+        self.shuffle_rng = np.random.default_rng(shuffle_seq)
+        self.noise_rng = np.random.default_rng(noise_seq)
+
+        shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        self.n_weights = sum(d * h for d, h in shapes)
+        self.n_params = self.n_weights + sum(h for _, h in shapes)
+        self.arena = np.zeros(self.n_params, dtype=self.dtype)
+        self.grad_arena = np.zeros(self.n_params, dtype=self.dtype)
+        self.params = self._views(self.arena, shapes)
+        self.grads = self._views(self.grad_arena, shapes)
+        self.weights = self.arena[: self.n_weights]
+        self.grad_weights = self.grad_arena[: self.n_weights]
+
+        init_rng = np.random.default_rng(init_seq)
+        for W, _ in self.params:
+            W[...] = initial_weights(self.init, init_rng, W.shape[0], W.shape[1], self.init_std)
+        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
+
+    # ------------------------------------------------------------------ structure
+    def _views(self, flat: np.ndarray, shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        views, w_off, b_off = [], 0, self.n_weights
+        for d, h in shapes:
+            W = flat[w_off: w_off + d * h].reshape(d, h)
+            b = flat[b_off: b_off + h]
+            views.append((W, b))
+            w_off += d * h
+            b_off += h
+        return views
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """Activation of every layer, the output layer's (always ``identity`` before the head) last."""
+        return self.hidden_activations + ("identity",)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+    def config(self) -> dict:
+        """The constructor arguments (JSON-serialisable) that rebuild this architecture."""
+        return {
+            "layer_sizes": list(self.layer_sizes),
+            "activation": list(self.hidden_activations),
+            "output": self.output,
+            "l2": self.l2,
+            "label_smoothing": self.label_smoothing,
+            "init": self.init,
+            "init_std": self.init_std,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+        }
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, self.layer_sizes))
+        acts = ",".join(sorted(set(self.hidden_activations))) or "none"
+        return (f"FFNN({sizes}, activation={acts}, output={self.output}, backend={self.backend.name}, "
+                f"dtype={self.dtype.name}, params={self.n_params})")
+
+    # ------------------------------------------------------------------ work buffers
+    def _workspace(self, n: int) -> _Workspace:
+        ws = self._workspaces.get(n)
+        if ws is not None:
+            self._workspaces.move_to_end(n)
+            return ws
+        widths = self.layer_sizes[1:]
+        ws = _Workspace(
+            acts=[np.empty((n, h), self.dtype) for h in widths],
+            preacts=[np.empty((n, h), self.dtype) if resolve_activation(a).needs_preactivation else None
+                     for h, a in zip(widths, self.activations)],
+            dacts=[np.empty((n, h), self.dtype) for h in widths],
+            probs=np.empty((n, self.n_outputs), self.dtype),
+            targets=np.empty((n, self.n_outputs), self.dtype),
+        )
+        self._workspaces[n] = ws
+        if len(self._workspaces) > _MAX_WORKSPACES:
+            self._workspaces.popitem(last=False)
+        return ws
+
+    # ------------------------------------------------------------------ input checks
+    def check_X(self, X: object) -> np.ndarray:
+        """Validate inputs (see :func:`fastnn.validation.check_features`); returns model-dtype array."""
+        return check_features(X, self.n_inputs, self.dtype)
+
+    def check_y(self, y: object, n_samples: int) -> np.ndarray:
+        """Validate targets: int64 labels (N,), or for the identity head also float targets (N, C)."""
+        arr = np.asarray(y)
+        if self.output == "identity" and arr.ndim == 2:
+            return check_targets(arr, n_samples, self.n_outputs, self.dtype)
+        return check_labels(arr, n_samples, self.n_outputs)
+
+    # ------------------------------------------------------------------ forward / backward
+    def _forward(self, X: np.ndarray, ws: _Workspace) -> np.ndarray:
+        inp = X
+        for (W, b), act, out, pre in zip(self.params, self.activations, ws.acts, ws.preacts):
+            self.backend.dense_forward(inp, W, b, act, out, pre)
+            inp = out
+        return inp
+
+    def _data_loss(self, y: np.ndarray, ws: _Workspace) -> float:
+        """Loss of the head on the last forward pass; writes its gradient into ``ws.dacts[-1]``."""
+        outputs, dout = ws.acts[-1], ws.dacts[-1]
+        if self.output == "softmax":
+            return self.backend.softmax_cross_entropy(outputs, y, ws.probs, dout, self.label_smoothing)
+        if y.ndim == 1:  # one-hot encode labels into the reused target buffer
+            ws.targets.fill(0)
+            np.put_along_axis(ws.targets, y[:, None], 1, axis=1)
+            y = ws.targets
+        return self.backend.mse(outputs, y, dout)
+
+    def _backward(self, X: np.ndarray, ws: _Workspace) -> None:
+        for i in range(len(self.params) - 1, -1, -1):
+            W, _ = self.params[i]
+            dW, db = self.grads[i]
+            inp = X if i == 0 else ws.acts[i - 1]
+            dX = None if i == 0 else ws.dacts[i - 1]
+            self.backend.dense_backward(inp, W, ws.acts[i], ws.dacts[i], self.activations[i], dW, db,
+                                        dX, ws.preacts[i])
+
+    def _loss_and_grad(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Unchecked core of :meth:`loss_and_grad`; returns (objective, data loss)."""
+        ws = self._workspace(X.shape[0])
+        self._forward(X, ws)
+        data_loss = self._data_loss(y, ws)
+        self._backward(X, ws)
+        penalty = self.backend.l2_penalty(self.weights, self.grad_weights, self.l2)
+        return data_loss + penalty, data_loss
+
+    def loss_and_grad(self, X, y) -> float:
+        """Mean loss over the batch plus the L2 term; fills ``model.grads`` (overwriting them).
+
+        X : (N, n_inputs) array-like; y : (N,) integer labels, or (N, C) float targets for the
+        identity head. Returns the float objective ``L_data + (λ/2) Σ ‖W‖²``.
+        """
+        X = self.check_X(X)
+        y = self.check_y(y, X.shape[0])
+        return self._loss_and_grad(X, y)[0]
+
+    def last_outputs(self, n: int) -> np.ndarray:
+        """The (n, C) network outputs of the last forward pass over a batch of n rows (a view)."""
+        return self._workspaces[n].acts[-1]
+
+    # ------------------------------------------------------------------ inference
+    def _iter_outputs(self, X: np.ndarray, batch_size: int):
+        for start in range(0, X.shape[0], batch_size):
+            chunk = X[start: start + batch_size]
+            ws = self._workspace(chunk.shape[0])
+            yield start, ws, self._forward(chunk, ws)
+
+    def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities (softmax head) or raw outputs (identity head), shape (N, C).
+
+        Runs in chunks of ``batch_size`` rows; returns a new array of the model's dtype.
+        """
+        X = self.check_X(X)
+        batch_size = check_positive_int("batch_size", batch_size)
+        result = np.empty((X.shape[0], self.n_outputs), self.dtype)
+        for start, _, outputs in self._iter_outputs(X, batch_size):
+            dest = result[start: start + outputs.shape[0]]
+            if self.output == "softmax":
+                self.backend.softmax(outputs, dest)
+            else:
+                dest[...] = outputs
+        return result
+
+    def predict(self, X, batch_size: int = 1024) -> np.ndarray:
+        """Predicted class indices, shape (N,), int64 (argmax of the outputs)."""
+        return np.argmax(self.predict_proba(X, batch_size), axis=1).astype(np.int64)
+
+    def evaluate(self, X, y, batch_size: int = 1024) -> dict[str, float]:
+        """Mean data loss (no L2 term) and, with class labels, accuracy over ``(X, y)``.
+
+        Returns ``{"loss": float, "accuracy": float}`` (accuracy absent for float targets).
+        """
+        X = self.check_X(X)
+        y = self.check_y(y, X.shape[0])
+        return self._evaluate(X, y, check_positive_int("batch_size", batch_size))
+
+    def _evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
+        total_loss, correct = 0.0, 0
+        for start, ws, outputs in self._iter_outputs(X, batch_size):
+            n = outputs.shape[0]
+            yb = y[start: start + n]
+            total_loss += self._data_loss(yb, ws) * n
+            if yb.ndim == 1:
+                correct += int(np.count_nonzero(np.argmax(outputs, axis=1) == yb))
+        result = {"loss": total_loss / X.shape[0]}
+        if y.ndim == 1:
+            result["accuracy"] = correct / X.shape[0]
+        return result
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, epochs: int = 10, batch_size: int = 128, optimizer="adam", lr: float | None = None,
+            validation_split: float = 0.0, validation_data=None, shuffle: bool = True, callbacks=()):
+        """Train with mini-batches; see :class:`fastnn.training.Trainer` for every argument.
+
+        ``optimizer`` is an :class:`fastnn.optim.Optimizer` bound to this model or a name
+        (sgd, momentum, nesterov, rmsprop, adam, nadam) built with ``lr`` (or its default).
+        Returns the :class:`fastnn.training.History`.
+        """
+        from fastnn.training import Trainer
+
+        trainer = Trainer(self, optimizer=optimizer, lr=lr, callbacks=callbacks)
+        return trainer.fit(X, y, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                           validation_data=validation_data, shuffle=shuffle)
+
+    # ------------------------------------------------------------------ state
+    def copy_params_from(self, flat: np.ndarray) -> None:
+        """Overwrite the parameter arena with ``flat`` (same size; cast to the model dtype)."""
+        flat = np.asarray(flat)
+        if flat.shape != self.arena.shape:
+            raise ValueError(f"parameters must have shape {self.arena.shape}, got {flat.shape}.")
+        self.arena[...] = flat

@@ -1,0 +1,315 @@
+"""Optimizers over the flat parameter arena, with ``torch.optim``'s names, defaults and update rules.
+
+Each optimizer keeps its state in flat arrays with the layout of ``model.arena`` and performs one
+in-place backend call per step, so a step of fastnn can be compared with a step of PyTorch to float
+precision. Scalars that depend only on the step count (bias corrections, NAdam's momentum schedule)
+are computed here, in Python float64, and passed to the backend.
+
+Ordered by increasing complexity: SGD (and its Momentum / Nesterov presets), RMSprop, Adam, NAdam.
+Gradients are read, never modified; ``model.loss_and_grad`` overwrites them, so there is no
+``zero_grad``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from fastnn.validation import check_float_range
+
+
+class Optimizer(ABC):
+    """Base class: binds to a model's arena and gradient arena, owns flat state buffers.
+
+    Attributes
+    ----------
+    lr : float, read by every step (learning-rate schedules assign it).
+    step_count : int, number of steps taken (``t`` in the update rules, 1-based inside a step).
+    state : dict of name -> (P,) array of the arena's dtype, updated in place by each step.
+    """
+
+    name = "optimizer"
+
+    def __init__(self, model, lr: float):
+        from fastnn.model import FFNN
+
+        if not isinstance(model, FFNN):
+            raise TypeError(f"model must be a fastnn.FFNN, got {type(model).__name__}.")
+        self.model = model
+        self.backend = model.backend
+        self.lr = check_float_range("lr", lr, 0.0, low_inclusive=False)
+        self.step_count = 0
+        self.state: dict[str, np.ndarray] = {}
+
+    def _buffer(self, name: str) -> np.ndarray:
+        self.state[name] = np.zeros_like(self.model.arena)
+        return self.state[name]
+
+    def step(self) -> None:
+        """Apply one update to ``model.arena`` from ``model.grad_arena`` (in place)."""
+        self.step_count += 1
+        self._update(self.model.arena, self.model.grad_arena)
+
+    @abstractmethod
+    def _update(self, param: np.ndarray, grad: np.ndarray) -> None:
+        """One backend update of ``param`` (the arena) and the state from ``grad`` (read only)."""
+
+    # ---------------------------------------------------------------- persistence
+    def hyperparameters(self) -> dict:
+        """The constructor arguments besides ``model`` (JSON-serialisable)."""
+        return {"lr": self.lr}
+
+    def scalars(self) -> dict[str, float]:
+        """Scalar state besides ``step_count`` (NAdam's running momentum product)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """A copy of everything needed to resume: name, hyperparameters, step count, buffers."""
+        return {
+            "name": self.name,
+            "hyperparameters": self.hyperparameters(),
+            "step_count": self.step_count,
+            "scalars": self.scalars(),
+            "buffers": {k: v.copy() for k, v in self.state.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; checks the optimizer name and every buffer's shape first."""
+        if state.get("name") != self.name:
+            raise ValueError(f"optimizer state is for {state.get('name')!r}, not {self.name!r}.")
+        buffers = state.get("buffers", {})
+        if set(buffers) != set(self.state):
+            raise ValueError(f"optimizer state has buffers {sorted(buffers)}, expected {sorted(self.state)}.")
+        for k, v in buffers.items():
+            if np.shape(v) != self.state[k].shape:
+                raise ValueError(f"optimizer buffer {k!r} has shape {np.shape(v)}, expected "
+                                 f"{self.state[k].shape}.")
+        for k, v in buffers.items():
+            self.state[k][...] = v
+        self.step_count = int(state.get("step_count", 0))
+        for k, v in state.get("scalars", {}).items():
+            setattr(self, k, float(v))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional momentum (``torch.optim.SGD``).
+
+    .. math::
+        g_t &= \nabla_\theta L(\theta_{t-1}) + \lambda \theta_{t-1} \\
+        b_t &= g_t \ (t = 1), \quad b_t = \mu b_{t-1} + (1 - \tau) g_t \ (t > 1) \\
+        g_t &\leftarrow g_t + \mu b_t \ \text{(Nesterov)}, \quad g_t \leftarrow b_t \ \text{(otherwise, if } \mu \ne 0) \\
+        \theta_t &= \theta_{t-1} - \gamma g_t
+
+    with learning rate γ (``lr``), momentum μ, dampening τ and weight decay λ. Momentum as in
+    Polyak (1964), "Some methods of speeding up the convergence of iteration methods"; the Nesterov
+    form as in Sutskever et al. (2013), "On the importance of initialization and momentum in deep
+    learning". Defaults follow PyTorch: lr=1e-3, momentum=0, dampening=0, weight_decay=0.
+    """
+
+    name = "sgd"
+
+    def __init__(self, model, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(model, lr)
+        self.momentum = check_float_range("momentum", momentum, 0.0)
+        self.dampening = check_float_range("dampening", dampening)
+        self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"Nesterov momentum requires momentum > 0 and dampening = 0, got "
+                             f"momentum={self.momentum}, dampening={self.dampening}.")
+        self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum else None
+
+    def _update(self, param, grad):
+        self.backend.sgd_step(param, grad, self.momentum_buffer, self.lr, self.momentum,
+                              self.dampening, self.weight_decay, self.nesterov,
+                              first_step=self.step_count == 1)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+
+
+class Momentum(SGD):
+    """SGD with heavy-ball momentum: :class:`SGD` with ``momentum=0.9`` by default."""
+
+    def __init__(self, model, lr: float = 1e-2, momentum: float = 0.9, dampening: float = 0.0,
+                 weight_decay: float = 0.0):
+        if momentum <= 0:
+            raise ValueError(f"momentum must be > 0 for the Momentum optimizer, got {momentum}.")
+        super().__init__(model, lr, momentum, dampening, weight_decay, nesterov=False)
+
+
+class Nesterov(SGD):
+    """SGD with Nesterov momentum: :class:`SGD` with ``momentum=0.9, nesterov=True`` by default."""
+
+    def __init__(self, model, lr: float = 1e-2, momentum: float = 0.9, weight_decay: float = 0.0):
+        super().__init__(model, lr, momentum, 0.0, weight_decay, nesterov=True)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (``torch.optim.RMSprop``); Hinton, Lecture 6e of "Neural Networks for Machine
+    Learning" (2012); the centered form from Graves (2013), "Generating Sequences With Recurrent
+    Neural Networks".
+
+    .. math::
+        g_t &= \nabla_\theta L(\theta_{t-1}) + \lambda \theta_{t-1} \\
+        v_t &= \alpha v_{t-1} + (1 - \alpha) g_t^2 \\
+        \bar g_t &= \alpha \bar g_{t-1} + (1 - \alpha) g_t, \quad
+            \tilde v_t = v_t - \bar g_t^2 \ \text{(centered, else } \tilde v_t = v_t) \\
+        b_t &= \mu b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \quad
+            \theta_t = \theta_{t-1} - \gamma b_t \ \text{(if } \mu > 0) \\
+        \theta_t &= \theta_{t-1} - \gamma g_t / (\sqrt{\tilde v_t} + \epsilon) \ \text{(otherwise)}
+
+    Defaults follow PyTorch: lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+    centered=False.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, model, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        super().__init__(model, lr)
+        self.alpha = check_float_range("alpha", alpha, 0.0, 1.0)
+        self.eps = check_float_range("eps", eps, 0.0)
+        self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
+        self.momentum = check_float_range("momentum", momentum, 0.0)
+        self.centered = bool(centered)
+        self.square_avg = self._buffer("square_avg")
+        self.grad_avg = self._buffer("grad_avg") if self.centered else None
+        self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum > 0 else None
+
+    def _update(self, param, grad):
+        self.backend.rmsprop_step(param, grad, self.square_avg, self.grad_avg, self.momentum_buffer,
+                                  self.lr, self.alpha, self.eps, self.weight_decay, self.momentum,
+                                  self.centered)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
+                "momentum": self.momentum, "centered": self.centered}
+
+
+def _check_betas(betas) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
+    return (check_float_range("betas[0]", betas[0], 0.0, 1.0, high_inclusive=False),
+            check_float_range("betas[1]", betas[1], 0.0, 1.0, high_inclusive=False))
+
+
+class Adam(Optimizer):
+    r"""Adam (``torch.optim.Adam``); Kingma & Ba (2015), "Adam: A Method for Stochastic
+    Optimization".
+
+    .. math::
+        g_t &= \nabla_\theta L(\theta_{t-1}) + \lambda \theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t} \,
+            \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    The weight decay λ is added to the gradient (L2-coupled, as in ``torch.optim.Adam``). Defaults:
+    lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
+    """
+
+    name = "adam"
+
+    def __init__(self, model, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(model, lr)
+        self.betas = _check_betas(betas)
+        self.eps = check_float_range("eps", eps, 0.0)
+        self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
+        self.exp_avg = self._buffer("exp_avg")
+        self.exp_avg_sq = self._buffer("exp_avg_sq")
+
+    def _update(self, param, grad):
+        beta1, beta2 = self.betas
+        t = self.step_count
+        self.backend.adam_step(param, grad, self.exp_avg, self.exp_avg_sq, self.lr, beta1, beta2,
+                               self.eps, self.weight_decay, 1.0 - beta1 ** t, 1.0 - beta2 ** t)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class NAdam(Optimizer):
+    r"""NAdam (``torch.optim.NAdam``): Adam with Nesterov momentum and a momentum schedule;
+    Dozat (2016), "Incorporating Nesterov Momentum into Adam".
+
+    .. math::
+        g_t &= \nabla_\theta L(\theta_{t-1}) + \lambda \theta_{t-1} \\
+        \mu_t &= \beta_1 \bigl(1 - \tfrac12\, 0.96^{t \psi}\bigr), \quad
+        \mu_{t+1} = \beta_1 \bigl(1 - \tfrac12\, 0.96^{(t+1) \psi}\bigr) \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2, \quad
+        d_t = \sqrt{v_t / (1 - \beta_2^t)} + \epsilon \\
+        \theta_t &= \theta_{t-1}
+            - \gamma \frac{1 - \mu_t}{1 - \prod_{i \le t} \mu_i} \frac{g_t}{d_t}
+            - \gamma \frac{\mu_{t+1}}{1 - \prod_{i \le t+1} \mu_i} \frac{m_t}{d_t}
+
+    with momentum decay ψ (``momentum_decay``). Defaults: lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0, momentum_decay=4e-3.
+    """
+
+    name = "nadam"
+
+    def __init__(self, model, lr: float = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3):
+        super().__init__(model, lr)
+        self.betas = _check_betas(betas)
+        self.eps = check_float_range("eps", eps, 0.0)
+        self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
+        self.momentum_decay = check_float_range("momentum_decay", momentum_decay, 0.0)
+        self.mu_product = 1.0
+        self.exp_avg = self._buffer("exp_avg")
+        self.exp_avg_sq = self._buffer("exp_avg_sq")
+
+    def _update(self, param, grad):
+        beta1, beta2 = self.betas
+        t = self.step_count
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
+        self.mu_product *= mu
+        grad_coef = self.lr * (1.0 - mu) / (1.0 - self.mu_product)
+        avg_coef = self.lr * mu_next / (1.0 - self.mu_product * mu_next)
+        self.backend.nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
+                                self.weight_decay, 1.0 - beta2 ** t, grad_coef, avg_coef)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum_decay": self.momentum_decay}
+
+    def scalars(self):
+        return {"mu_product": self.mu_product}
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSprop, "adam": Adam,
+    "nadam": NAdam,
+}
+
+
+def get_optimizer(name: object, model, **hyperparameters) -> Optimizer:
+    """Build the optimizer called ``name`` (case-insensitive) for ``model``.
+
+    ``hyperparameters`` are passed to its constructor; ``None`` values are dropped so callers can
+    forward optional settings. Raises ValueError naming the valid optimizers for an unknown name.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in OPTIMIZERS:
+        raise ValueError(f"The optimizer {name!r} is not supported. Supported optimizers are "
+                         f"{list(OPTIMIZERS)}.")
+    cls = OPTIMIZERS[key]
+    kwargs = {k: v for k, v in hyperparameters.items() if v is not None}
+    try:
+        return cls(model, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise ValueError(f"{exc}: optimizer {key!r} does not take that hyperparameter.") from None
+        raise

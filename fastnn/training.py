@@ -1,0 +1,233 @@
+"""The training loop: mini-batches, per-epoch shuffling, validation, metrics and callbacks.
+
+The loop gathers each batch into buffers made once per ``fit`` (through the backend's
+``gather_rows``), calls ``model._loss_and_grad`` and ``optimizer.step``, and reports to callbacks.
+Batch order comes from ``model.shuffle_rng``, so a seed fixes it on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from fastnn.optim import Optimizer, get_optimizer
+from fastnn.splits import stratified_split
+from fastnn.validation import check_float_range, check_positive_int
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite; the run was stopped."""
+
+
+class History:
+    """Per-epoch logs of a training run.
+
+    ``history.epochs`` is a list of dicts (one per epoch, with ``epoch``, ``loss``, ``accuracy``,
+    ``val_loss``, ``val_accuracy``, ``lr``, ``time``, ``samples_per_sec`` …);
+    ``history["loss"]`` returns one metric across epochs.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def append(self, logs: dict[str, float]) -> None:
+        self.epochs.append(dict(logs))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [e[key] for e in self.epochs if key in e]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __repr__(self) -> str:
+        last = self.epochs[-1] if self.epochs else {}
+        return f"History(epochs={len(self)}, last={last})"
+
+
+class Callback:
+    """Hooks into :class:`Trainer`. Override any of them; each receives the trainer.
+
+    Set ``trainer.stop_training = True`` to end training after the current epoch.
+    """
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        """Called before each epoch (``epoch`` counts from 1)."""
+
+    def on_batch_end(self, trainer: "Trainer", step: int, loss: float) -> None:
+        """Called after each optimizer step with the global step count and the batch objective."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        """Called after each epoch with its logs (callbacks may add keys)."""
+
+    def on_train_end(self, trainer: "Trainer", history: History) -> None:
+        """Called once after training, also when it was stopped early or interrupted."""
+
+
+_MODES = {"min": lambda new, best, delta: new < best - delta,
+          "max": lambda new, best, delta: new > best + delta}
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best_weights`` the parameter arena is restored to the best epoch's at the end.
+    ``mode`` is ``"min"`` for losses and ``"max"`` for accuracies (``"auto"`` picks from the name).
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True):
+        self.monitor = monitor
+        self.patience = check_positive_int("patience", patience, minimum=0)
+        self.min_delta = check_float_range("min_delta", min_delta, 0.0)
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in _MODES:
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}.")
+        self.mode = mode
+        self.restore_best_weights = restore_best_weights
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_params: np.ndarray | None = None
+        self.wait = 0
+
+    def on_train_begin(self, trainer):
+        self.best, self.best_epoch, self.best_params, self.wait = None, 0, None, 0
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which training does not log; "
+                             f"logged: {sorted(logs)}.")
+        value = logs[self.monitor]
+        if self.best is None or _MODES[self.mode](value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_params = trainer.model.arena.copy()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.stop_training = True
+
+    def on_train_end(self, trainer, history):
+        if self.restore_best_weights and self.best_params is not None:
+            trainer.model.copy_params_from(self.best_params)
+
+
+class Trainer:
+    """Runs mini-batch training of an :class:`~fastnn.model.FFNN` with an optimizer and callbacks.
+
+    Parameters
+    ----------
+    model : FFNN
+    optimizer : Optimizer bound to ``model``, or an optimizer name built with ``lr``.
+    lr : float or None; the learning rate when ``optimizer`` is a name (None: its default).
+    callbacks : iterable of :class:`Callback`.
+    """
+
+    def __init__(self, model, optimizer="adam", lr: float | None = None, callbacks: Iterable[Callback] = ()):
+        self.model = model
+        if isinstance(optimizer, Optimizer):
+            if optimizer.model is not model:
+                raise ValueError("optimizer is bound to a different model than the one being trained.")
+            if lr is not None:
+                optimizer.lr = check_float_range("lr", lr, 0.0, low_inclusive=False)
+            self.optimizer = optimizer
+        else:
+            self.optimizer = get_optimizer(optimizer, model, lr=lr)
+        self.callbacks = list(callbacks)
+        self.stop_training = False
+        self.history = History()
+        self.global_step = 0
+        self.epoch = 0
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def _validation_sets(self, X, y, validation_split, validation_data):
+        if validation_data is not None and validation_split:
+            raise ValueError("Give either validation_split or validation_data, not both.")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val).")
+            X_val = self.model.check_X(validation_data[0])
+            return X, y, X_val, self.model.check_y(validation_data[1], X_val.shape[0])
+        if not validation_split:
+            return X, y, None, None
+        split = check_float_range("validation_split", validation_split, 0.0, 1.0,
+                                  low_inclusive=False, high_inclusive=False)
+        labels = y if y.ndim == 1 else None
+        train_idx, val_idx = stratified_split(labels, X.shape[0], split, self.model.shuffle_rng)
+        return X[train_idx], y[train_idx], X[val_idx], y[val_idx]
+
+    def fit(self, X, y, epochs: int = 10, batch_size: int = 128, validation_split: float = 0.0,
+            validation_data=None, shuffle: bool = True) -> History:
+        """Train for ``epochs`` epochs and return the :class:`History`.
+
+        X : (N, n_inputs) array-like, converted once to the model's dtype (NaN/inf refused).
+        y : (N,) integer labels, or (N, C) float targets for the identity head.
+        batch_size : rows per step; the last batch of an epoch may be smaller.
+        validation_split : fraction in (0, 1) held out (seeded, stratified by class) — or give
+            ``validation_data=(X_val, y_val)``.
+
+        Raises TrainingDivergedError when the loss becomes non-finite, naming the epoch and step.
+        """
+        model = self.model
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        X = model.check_X(X)
+        y = model.check_y(y, X.shape[0])
+        X, y, X_val, y_val = self._validation_sets(X, y, validation_split, validation_data)
+        n = X.shape[0]
+        bs = min(batch_size, n)
+        x_buf = np.empty((bs, X.shape[1]), model.dtype)
+        y_buf = np.empty((bs,) + y.shape[1:], y.dtype)
+        classify = y.ndim == 1
+        self.stop_training = False
+
+        self._call("on_train_begin")
+        try:
+            for _ in range(epochs):
+                self.epoch += 1
+                self._call("on_epoch_begin", self.epoch)
+                t0 = time.perf_counter()
+                order = model.shuffle_rng.permutation(n) if shuffle else np.arange(n)
+                total, correct = 0.0, 0
+                for start in range(0, n, bs):
+                    idx = order[start: start + bs]
+                    m = idx.shape[0]
+                    xb = model.backend.gather_rows(X, idx, x_buf[:m])
+                    yb = np.take(y, idx, axis=0, out=y_buf[:m])
+                    objective, data_loss = model._loss_and_grad(xb, yb)
+                    if not math.isfinite(objective):
+                        raise TrainingDivergedError(
+                            f"the training loss became {objective} at epoch {self.epoch}, step "
+                            f"{self.global_step + 1} (lr={self.optimizer.lr}); lower the learning "
+                            f"rate, standardise the inputs, or add gradient clipping.")
+                    self.optimizer.step()
+                    self.global_step += 1
+                    total += data_loss * m
+                    if classify:
+                        correct += int(np.count_nonzero(model.last_outputs(m).argmax(axis=1) == yb))
+                    self._call("on_batch_end", self.global_step, objective)
+                train_time = time.perf_counter() - t0
+                logs = {"epoch": self.epoch, "loss": total / n, "lr": self.optimizer.lr,
+                        "train_time": train_time, "samples_per_sec": n / train_time}
+                if classify:
+                    logs["accuracy"] = correct / n
+                if X_val is not None:
+                    for k, v in model._evaluate(X_val, y_val, 1024).items():
+                        logs[f"val_{k}"] = v
+                logs["time"] = time.perf_counter() - t0
+                self._call("on_epoch_end", self.epoch, logs)
+                self.history.append(logs)
+                if self.stop_training:
+                    break
+        finally:
+            self._call("on_train_end", self.history)
+        return self.history

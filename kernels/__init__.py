@@ -1,0 +1,1 @@
+"""Numba kernels (installed as ``fastnn.kernels``): pure functions on arrays that know nothing of models."""
