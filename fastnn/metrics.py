@@ -9,6 +9,8 @@ import numpy as np
 
 def _labels_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     t, p = np.asarray(y_true), np.asarray(y_pred)
+    if t.size == 0 or p.size == 0:
+        raise ValueError("y_true and y_pred are empty.")
     for name, a in (("y_true", t), ("y_pred", p)):
         if a.ndim != 1:
             raise ValueError(f"{name} must be 1-dimensional class labels, got shape {a.shape}.")
@@ -18,8 +20,6 @@ def _labels_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{name} must hold non-negative class labels, got {a.min()}.")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred have different lengths: {t.shape[0]} and {p.shape[0]}.")
-    if t.size == 0:
-        raise ValueError("y_true and y_pred are empty.")
     return t.astype(np.int64), p.astype(np.int64)
 
 

@@ -187,10 +187,18 @@ class Trainer:
         bs = min(batch_size, n)
         x_buf = np.empty((bs, X.shape[1]), model.dtype)
         y_buf = np.empty((bs,) + y.shape[1:], y.dtype)
-        classify = y.ndim == 1
         self.stop_training = False
 
         self._call("on_train_begin")
+        # overflow is detected through the loss below and reported once, with advice
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._run_epochs(X, y, X_val, y_val, epochs, bs, x_buf, y_buf, shuffle)
+        return self.history
+
+    def _run_epochs(self, X, y, X_val, y_val, epochs, bs, x_buf, y_buf, shuffle) -> None:
+        model = self.model
+        n = X.shape[0]
+        classify = y.ndim == 1
         try:
             for _ in range(epochs):
                 self.epoch += 1
@@ -230,4 +238,3 @@ class Trainer:
                     break
         finally:
             self._call("on_train_end", self.history)
-        return self.history

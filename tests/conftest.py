@@ -1,0 +1,33 @@
+"""Shared test settings: the backends × dtypes grid and tolerances, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+BACKENDS = ("numpy", "numba")
+DTYPES = (np.float32, np.float64)
+# Relative tolerance per dtype when two computations of the same quantity are compared.
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+settings.register_profile(
+    # derandomize: CI runs the same examples every time; use HYPOTHESIS_PROFILE=thorough to explore
+    "default", deadline=None, max_examples=25, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300,
+                          derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request) -> np.dtype:
+    return np.dtype(request.param)

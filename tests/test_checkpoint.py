@@ -1,0 +1,128 @@
+"""Checkpoints: round trip with optimizer state, atomic writes, and every corrupt-file case."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.checkpoint import CheckpointError, load_checkpoint, save
+
+
+@pytest.fixture
+def trained(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 5)), rng.integers(0, 3, 64)
+    model = fastnn.FFNN([5, 7, 3], activation=["gelu"], l2=0.01, seed=2)
+    opt = fastnn.optim.NAdam(model, lr=0.01)
+    model.fit(X, y, epochs=2, batch_size=16, optimizer=opt)
+    path = save(model, tmp_path / "model.npz", optimizer=opt, metadata={"classes": ["a", "b", "c"]})
+    return model, opt, path, X, y
+
+
+def test_round_trip_restores_model_optimizer_and_metadata(trained):
+    model, opt, path, X, y = trained
+    ckpt = load_checkpoint(path)
+    np.testing.assert_array_equal(ckpt.model.arena, model.arena)
+    assert ckpt.model.config() == model.config()
+    assert ckpt.metadata == {"classes": ["a", "b", "c"]}
+    opt2 = ckpt.build_optimizer()
+    assert opt2.step_count == opt.step_count and opt2.mu_product == opt.mu_product
+    # resuming gives exactly the run that continuing would have given
+    model.fit(X, y, epochs=1, batch_size=16, optimizer=opt, shuffle=False)
+    ckpt.model.fit(X, y, epochs=1, batch_size=16, optimizer=opt2, shuffle=False)
+    np.testing.assert_array_equal(ckpt.model.arena, model.arena)
+
+
+def test_load_onto_another_backend(trained):
+    model, _, path, X, _ = trained
+    loaded = fastnn.load(path, backend="numba")
+    assert loaded.backend.name == "numba"
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-4)
+
+
+def test_suffix_is_added_and_no_temporary_file_is_left(tmp_path):
+    path = save(fastnn.FFNN([2, 2]), tmp_path / "sub" / "ckpt")
+    assert path.name == "ckpt.npz"
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.npz"]
+
+
+def test_a_failed_save_leaves_the_old_file_untouched(trained, tmp_path):
+    model, _, path, _, _ = trained
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="metadata must be JSON-serialisable"):
+        save(model, path, metadata={"bad": object()})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.npz"]
+
+
+def rewrite(path, out, change):
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    change(members)
+    np.savez(out, **members)
+    return out
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.pop("params"), "missing member 'params'"),
+    (lambda m: m.update(format=np.array("something-else")), "format is 'something-else'"),
+    (lambda m: m.update(format_version=np.array(99)), "format version 99 is not supported"),
+    (lambda m: m.update(params=m["params"][:-1]), "params have shape"),
+    (lambda m: m.update(params=m["params"].astype(np.float64)), "dtype float64"),
+    (lambda m: m.update(params=np.full_like(m["params"], np.nan)), "NaN or infinite"),
+    (lambda m: m.update(architecture=np.array("{not json")), "'architecture' is not valid JSON"),
+    (lambda m: m.update(architecture=np.array(json.dumps({"layer_sizes": [5, 0, 3]}))), "invalid architecture"),
+    (lambda m: m.update({"optimizer.exp_avg": m["optimizer.exp_avg"][:3]}), "optimizer buffer 'exp_avg' has shape"),
+])
+def test_mismatched_members_are_refused(trained, tmp_path, change, message):
+    _, _, path, _, _ = trained
+    bad = rewrite(path, tmp_path / "bad.npz", change)
+    with pytest.raises(CheckpointError, match=message):
+        fastnn.load(bad)
+
+
+def test_truncated_file_is_refused(trained, tmp_path):
+    _, _, path, _, _ = trained
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 5):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="not a readable fastnn checkpoint"):
+            fastnn.load(bad)
+
+
+def test_garbage_and_missing_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"this is not a zip file at all")
+    with pytest.raises(CheckpointError, match="not a readable fastnn checkpoint"):
+        fastnn.load(junk)
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        fastnn.load(tmp_path / "absent.npz")
+
+
+def test_pickled_members_are_never_loaded(trained, tmp_path):
+    _, _, path, _, _ = trained
+    bad = tmp_path / "pickled.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    members["metadata"] = np.array([{"x": 1}], dtype=object)
+    np.savez(bad, **members)
+    with pytest.raises(CheckpointError):
+        fastnn.load(bad)
+
+
+def test_corrupted_member_bytes_are_refused(trained, tmp_path):
+    _, _, path, _, _ = trained
+    bad = tmp_path / "flipped.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "params.npy":
+                data = data[:64]  # header survives, payload gone
+            dst.writestr(info, data)
+    with pytest.raises(CheckpointError):
+        fastnn.load(bad)
