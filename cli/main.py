@@ -15,9 +15,10 @@ def main() -> None:
 
 def _register_commands() -> None:
     """Attach every command module's commands to the group (one import per module)."""
-    from fastnn.cli import data_commands
+    from fastnn.cli import data_commands, evaluate, info, train
 
-    main.add_command(data_commands.data)
+    for command in (train.train, evaluate.evaluate, data_commands.data, info.info):
+        main.add_command(command)
 
 
 _register_commands()

@@ -15,7 +15,8 @@ from fastnn import metrics, optim
 from fastnn.backend import Backend, NumpyBackend, get_backend
 from fastnn.checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from fastnn.model import FFNN
-from fastnn.training import Callback, EarlyStopping, History, Trainer, TrainingDivergedError
+from fastnn.callbacks import EarlyStopping
+from fastnn.training import Callback, History, Trainer, TrainingDivergedError
 
 __all__ = [
     "FFNN", "Backend", "NumpyBackend", "get_backend", "optim", "metrics", "save", "load",

@@ -23,13 +23,13 @@ half-loaded model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from fastnn.fileio import atomic_open
 
 FORMAT = "fastnn-checkpoint"
 FORMAT_VERSION = 1
@@ -94,17 +94,8 @@ def save(model, path, optimizer=None, metadata: dict | None = None) -> Path:
     except TypeError as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **members)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        np.savez(fh, **members)
     return path
 
 

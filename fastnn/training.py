@@ -69,55 +69,6 @@ class Callback:
         """Called once after training, also when it was stopped early or interrupted."""
 
 
-_MODES = {"min": lambda new, best, delta: new < best - delta,
-          "max": lambda new, best, delta: new > best + delta}
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
-
-    With ``restore_best_weights`` the parameter arena is restored to the best epoch's at the end.
-    ``mode`` is ``"min"`` for losses and ``"max"`` for accuracies (``"auto"`` picks from the name).
-    """
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = True):
-        self.monitor = monitor
-        self.patience = check_positive_int("patience", patience, minimum=0)
-        self.min_delta = check_float_range("min_delta", min_delta, 0.0)
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        if mode not in _MODES:
-            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}.")
-        self.mode = mode
-        self.restore_best_weights = restore_best_weights
-        self.best: float | None = None
-        self.best_epoch = 0
-        self.best_params: np.ndarray | None = None
-        self.wait = 0
-
-    def on_train_begin(self, trainer):
-        self.best, self.best_epoch, self.best_params, self.wait = None, 0, None, 0
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which training does not log; "
-                             f"logged: {sorted(logs)}.")
-        value = logs[self.monitor]
-        if self.best is None or _MODES[self.mode](value, self.best, self.min_delta):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                self.best_params = trainer.model.arena.copy()
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                trainer.stop_training = True
-
-    def on_train_end(self, trainer, history):
-        if self.restore_best_weights and self.best_params is not None:
-            trainer.model.copy_params_from(self.best_params)
-
-
 class Trainer:
     """Runs mini-batch training of an :class:`~fastnn.model.FFNN` with an optimizer and callbacks.
 

@@ -7,7 +7,8 @@ import pytest
 
 import fastnn
 from fastnn.splits import stratified_split
-from fastnn.training import Callback, EarlyStopping, TrainingDivergedError
+from fastnn.callbacks import EarlyStopping
+from fastnn.training import Callback, TrainingDivergedError
 
 
 def spirals(n_per_class=300, n_classes=3, seed=0):

@@ -1,0 +1,54 @@
+"""``fastnn info``: versions, the BLAS libraries in use and their threads, available backends."""
+
+from __future__ import annotations
+
+import platform
+
+import click
+
+
+def environment_info() -> dict:
+    """Versions of Python and the numerical stack, BLAS pools (threadpoolctl), backends."""
+    import numba
+    import numpy
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    import fastnn
+    from fastnn.backend import BACKEND_NAMES, get_backend
+
+    backends = {}
+    for name in BACKEND_NAMES:
+        try:
+            get_backend(name)
+            backends[name] = "available"
+        except Exception as exc:  # report, never crash: this command exists to diagnose
+            backends[name] = f"unavailable ({type(exc).__name__}: {exc})"
+    pools = [{"library": p.get("internal_api"), "version": p.get("version"),
+              "threads": p.get("num_threads"), "path": p.get("filepath"),
+              "architecture": p.get("architecture")} for p in threadpool_info()]
+    return {"fastnn": fastnn.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
+            "numba_threading_layer": numba.config.THREADING_LAYER, "thread_pools": pools,
+            "backends": backends}
+
+
+@click.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(as_json):
+    """Show versions, BLAS libraries and threads, and the available backends."""
+    data = environment_info()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key in ("fastnn", "python", "platform", "numpy", "scipy", "numba", "numba_threads",
+                "numba_threading_layer"):
+        click.echo(f"{key:<22} {data[key]}")
+    for pool in data["thread_pools"]:
+        click.echo(f"{'thread pool':<22} {pool['library']} {pool['version']} ({pool['architecture']}), "
+                   f"{pool['threads']} threads: {pool['path']}")
+    for name, status in data["backends"].items():
+        click.echo(f"{'backend ' + name:<22} {status}")

@@ -1,0 +1,277 @@
+"""The configuration of one training run: every hyperparameter, with its type, default and help.
+
+``RunConfig`` is the single description the command line, config files, sweeps and experiments
+share: ``fastnn train`` builds one click option per field (kebab-case), a YAML file gives the same
+keys (snake_case or kebab-case), and the resolved config is saved beside the run's results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names the key, the rule and the value."""
+
+
+def _opt(default, help: str, kind: str, group: str, **extra):
+    meta = {"help": help, "kind": kind, "group": group, **extra}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    """All settings of a training run. ``kind`` in each field's metadata drives parsing:
+
+    ``str``, ``int``, ``float``, ``bool``, ``choice`` (one of ``choices``), ``dataset`` (a dataset
+    name or alias), ``ints`` (comma list of positive integers), ``strs`` (comma list of names). ``optional`` fields accept None.
+    """
+
+    # data
+    dataset: str = _opt("fashion-mnist", "Dataset: fashion-mnist or cifar10.", "dataset", "data")
+    data_dir: str | None = _opt(None, "Folder or archive holding the dataset (else the usual places).",
+                                "str", "data", optional=True)
+    limit: int | None = _opt(None, "Train on a stratified subset of this many training samples.",
+                             "int", "data", optional=True, minimum=1)
+    normalize: str = _opt("standardize", "Input scaling: standardize, scale ([0, 1]) or none.",
+                          "choice", "data", choices=("standardize", "scale", "none"))
+    validation_split: float = _opt(0.1, "Fraction of the training split held out for validation.",
+                                   "float", "data", low=0.0, high=1.0, high_open=True)
+    # model
+    hidden: tuple[int, ...] = _opt((256, 128), "Hidden layer sizes, e.g. 256,128 (empty: none).",
+                                   "ints", "model")
+    activation: tuple[str, ...] = _opt(("relu",), "Hidden activation, one or one per layer: relu, "
+                                       "sigmoid, tanh, identity, leaky_relu, softplus, gelu.",
+                                       "strs", "model")
+    loss: str = _opt("cross_entropy", "cross_entropy (softmax output) or mse (linear output).",
+                     "choice", "model", choices=("cross_entropy", "mse"))
+    init: str = _opt("he_normal", "Weight init: xavier_uniform, xavier_normal, he_uniform, "
+                     "he_normal, lecun_normal, random_normal.", "str", "model")
+    init_std: float = _opt(0.01, "Standard deviation of init random_normal.", "float", "model",
+                           low=0.0, low_open=True)
+    l2: float = _opt(0.0, "L2 coefficient λ: adds (λ/2)·Σ‖W‖² to the loss.", "float", "model", low=0.0)
+    label_smoothing: float = _opt(0.0, "Label smoothing ε for cross-entropy.", "float", "model",
+                                  low=0.0, high=1.0, high_open=True)
+    # optimisation
+    optimizer: str = _opt("adam", "sgd, momentum, nesterov, rmsprop, adam or nadam.", "choice",
+                          "optimizer", choices=("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam"))
+    lr: float | None = _opt(None, "Learning rate (default: the optimizer's, as in torch.optim).",
+                            "float", "optimizer", optional=True, low=0.0, low_open=True)
+    momentum: float | None = _opt(None, "Momentum (sgd, momentum, nesterov, rmsprop).", "float",
+                                  "optimizer", optional=True, low=0.0)
+    dampening: float | None = _opt(None, "Momentum dampening (sgd, momentum).", "float", "optimizer",
+                                   optional=True)
+    alpha: float | None = _opt(None, "RMSprop smoothing constant.", "float", "optimizer",
+                               optional=True, low=0.0, high=1.0)
+    centered: bool | None = _opt(None, "Centered RMSprop.", "bool", "optimizer", optional=True)
+    beta1: float | None = _opt(None, "Adam/NAdam β1.", "float", "optimizer", optional=True, low=0.0,
+                               high=1.0, high_open=True)
+    beta2: float | None = _opt(None, "Adam/NAdam β2.", "float", "optimizer", optional=True, low=0.0,
+                               high=1.0, high_open=True)
+    eps: float | None = _opt(None, "Denominator ε (rmsprop, adam, nadam).", "float", "optimizer",
+                             optional=True, low=0.0)
+    weight_decay: float | None = _opt(None, "Weight decay added to the gradient (torch.optim's).",
+                                      "float", "optimizer", optional=True, low=0.0)
+    momentum_decay: float | None = _opt(None, "NAdam momentum decay ψ.", "float", "optimizer",
+                                        optional=True, low=0.0)
+    batch_size: int = _opt(128, "Mini-batch size.", "int", "optimizer", minimum=1)
+    epochs: int = _opt(10, "Number of epochs.", "int", "optimizer", minimum=1)
+    early_stopping: int | None = _opt(None, "Stop after this many epochs without val_loss "
+                                      "improvement, and restore the best weights.", "int",
+                                      "optimizer", optional=True, minimum=1)
+    # execution
+    backend: str = _opt("numba", "Backend: numba (fast) or numpy (reference).", "choice", "run",
+                        choices=("numba", "numpy"))
+    dtype: str = _opt("float32", "float32 or float64.", "choice", "run", choices=("float32", "float64"))
+    threads: int | None = _opt(None, "Threads for the numba backend (default: all cores).", "int",
+                               "run", optional=True, minimum=1)
+    seed: int = _opt(0, "Seed for weights, batch order, validation split and subset.", "int", "run",
+                     minimum=0)
+    out_dir: str | None = _opt(None, "Output folder (default: runs/<dataset>-<time>).", "str", "run",
+                               optional=True)
+    # tracking
+    wandb_mode: str | None = _opt(None, "W&B mode: online, offline or disabled (default: $WANDB_MODE, "
+                                  "else online with credentials, else offline).", "choice", "wandb",
+                                  optional=True, choices=("online", "offline", "disabled"))
+    wandb_project: str = _opt("fastnn", "W&B project.", "str", "wandb")
+    wandb_entity: str | None = _opt(None, "W&B entity (user or team).", "str", "wandb", optional=True)
+    wandb_group: str | None = _opt(None, "W&B group.", "str", "wandb", optional=True)
+    wandb_tags: tuple[str, ...] = _opt((), "W&B tags, comma-separated.", "strs", "wandb")
+    log_every: int = _opt(50, "Log the training loss to W&B every N steps.", "int", "wandb", minimum=1)
+    histogram_every: int = _opt(5, "Log parameter/gradient histograms every K epochs.", "int", "wandb",
+                                minimum=1)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
+        """Build and validate a config from a mapping (keys in snake_case or kebab-case).
+
+        Raises ConfigError naming the unknown key or the bad value (and ``source``).
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of settings, got {type(values).__name__}.")
+        known = {f.name: f for f in cls.fields()}
+        kwargs = {}
+        for raw_key, value in values.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"{source}: unknown setting {raw_key!r}. Valid settings are "
+                                  f"{sorted(known)}.")
+            kwargs[key] = parse_value(known[key], value, source)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        """Read a YAML (or JSON) config file; see :meth:`from_dict`."""
+        return cls.from_dict(read_config_file(path), source=str(path))
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with ``changes`` parsed and validated like file values."""
+        return RunConfig.from_dict({**self.to_dict(), **changes}, source="overrides")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-serialisable values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as YAML (atomically)."""
+        from fastnn.fileio import atomic_write_text
+
+        return atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """The optimizer hyperparameters that were set, as ``fastnn.optim`` constructor arguments."""
+        names = ("lr", "momentum", "dampening", "alpha", "centered", "eps", "weight_decay", "momentum_decay")
+        kwargs = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        if self.beta1 is not None or self.beta2 is not None:
+            kwargs["betas"] = (0.9 if self.beta1 is None else self.beta1,
+                               0.999 if self.beta2 is None else self.beta2)
+        return kwargs
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML/JSON mapping from ``path``; ConfigError for a missing or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}.") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(values).__name__}.")
+    return values
+
+
+# ---------------------------------------------------------------------- value parsing
+def _fail(source: str, name: str, rule: str, value: object) -> ConfigError:
+    return ConfigError(f"{source}: {name} must be {rule}, got {value!r}.")
+
+
+def _split_list(value: object) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _number(f: dataclasses.Field, value: object, source: str, integer: bool):
+    name = f.name
+    if isinstance(value, str):
+        try:
+            value = int(value) if integer else float(value)
+        except ValueError:
+            raise _fail(source, name, "an integer" if integer else "a number", value) from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _fail(source, name, "an integer" if integer else "a number", value)
+    if integer:
+        if not float(value).is_integer():
+            raise _fail(source, name, "an integer", value)
+        value = int(value)
+        minimum = f.metadata.get("minimum")
+        if minimum is not None and value < minimum:
+            raise _fail(source, name, f">= {minimum}", value)
+        return value
+    value = float(value)
+    meta = f.metadata
+    low, high = meta.get("low", -math.inf), meta.get("high", math.inf)
+    lo_ok = value > low if meta.get("low_open") else value >= low
+    hi_ok = value < high if meta.get("high_open") else value <= high
+    if not (math.isfinite(value) and lo_ok and hi_ok):
+        lb = "(" if meta.get("low_open") else "["
+        rb = ")" if meta.get("high_open") else "]"
+        raise _fail(source, name, f"in {lb}{low}, {high}{rb}", value)
+    return value
+
+
+def parse_value(f: dataclasses.Field, value: object, source: str = "config"):
+    """Convert and check one value for field ``f``; raises ConfigError naming the field."""
+    meta = f.metadata
+    kind = meta["kind"]
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null") and meta.get("optional")):
+        if meta.get("optional"):
+            return None
+        raise _fail(source, f.name, "set", value)
+    if kind == "int":
+        return _number(f, value, source, integer=True)
+    if kind == "float":
+        return _number(f, value, source, integer=False)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "1", "on"):
+            return True
+        if text in ("false", "no", "0", "off"):
+            return False
+        raise _fail(source, f.name, "true or false", value)
+    if kind == "dataset":
+        from fastnn.data import DATASETS, DataError, get_spec
+
+        try:
+            return get_spec(str(value)).name
+        except DataError:
+            raise _fail(source, f.name, f"one of {list(DATASETS)}", value) from None
+    if kind == "choice":
+        text = str(value).strip().lower()
+        if text not in meta["choices"]:
+            raise _fail(source, f.name, f"one of {list(meta['choices'])}", value)
+        return text
+    if kind == "ints":
+        items = _split_list(value)
+        out = []
+        for item in items:
+            try:
+                number = int(str(item).strip()) if isinstance(item, str) else item
+            except ValueError:
+                raise _fail(source, f.name, "a comma-separated list of positive integers", value) from None
+            if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 1:
+                raise _fail(source, f.name, "a comma-separated list of positive integers", value)
+            out.append(int(number))
+        return tuple(out)
+    if kind == "strs":
+        items = _split_list(value)
+        if not all(isinstance(v, str) and v for v in items):
+            raise _fail(source, f.name, "a comma-separated list of names", value)
+        return tuple(items)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise _fail(source, f.name, "a string", value)
+    return str(value)

@@ -1,0 +1,200 @@
+"""One training run from a :class:`~fastnn.config.RunConfig`: data, model, training, results.
+
+Used by ``fastnn train``, sweeps and experiments alike, so a trial of a sweep is a normal run.
+Writes into the run's output folder:
+
+====================  =========================================================================
+``config.yaml``       the resolved configuration (written before training starts)
+``metrics.jsonl``     one JSON line per epoch (losses, accuracies, lr, time, samples/s)
+``model.npz``         the checkpoint (weights, optimizer state, class names, normalisation)
+``results.json``      test metrics, confusion matrix, classification report, timings
+``learning_curves.png``, ``confusion_matrix.png``
+====================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar
+from fastnn.checkpoint import save
+from fastnn.config import ConfigError, RunConfig
+from fastnn.fileio import atomic_write_text
+from fastnn.metrics import classification_report, confusion_matrix
+from fastnn.model import FFNN
+from fastnn.optim import get_optimizer
+from fastnn.training import Callback, Trainer
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``test`` holds test loss/accuracy (empty when interrupted)."""
+
+    out_dir: Path
+    config: RunConfig
+    history: list[dict]
+    test: dict = field(default_factory=dict)
+    checkpoint: Path | None = None
+    interrupted: bool = False
+    train_seconds: float = 0.0
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        values = [e["val_accuracy"] for e in self.history if "val_accuracy" in e]
+        return max(values) if values else None
+
+
+def default_out_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path("runs") / f"{config.dataset}-{stamp}"
+
+
+def build_model(config: RunConfig, n_inputs: int, n_classes: int) -> FFNN:
+    """The FFNN a config describes (validates architecture settings; raises ConfigError)."""
+    from fastnn.backend import get_backend
+
+    options = {"threads": config.threads} if config.backend == "numba" and config.threads else {}
+    activation = config.activation[0] if len(config.activation) == 1 else list(config.activation)
+    try:
+        return FFNN([n_inputs, *config.hidden, n_classes], activation=activation,
+                    output="softmax" if config.loss == "cross_entropy" else "identity", l2=config.l2,
+                    label_smoothing=config.label_smoothing, init=config.init, init_std=config.init_std,
+                    backend=get_backend(config.backend, **options), dtype=config.dtype, seed=config.seed)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_optimizer(config: RunConfig, model: FFNN):
+    try:
+        return get_optimizer(config.optimizer, model, **config.optimizer_kwargs())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_config(config: RunConfig) -> tuple[FFNN, object]:
+    """Build model and optimizer from ``config`` without loading data: every setting is checked
+    before anything slow runs. Returns (model, optimizer)."""
+    from fastnn.data import get_spec
+
+    spec = get_spec(config.dataset)
+    model = build_model(config, math.prod(spec.image_shape), spec.n_classes)
+    return model, build_optimizer(config, model)
+
+
+def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
+                 tracking: bool = True, dataset=None) -> RunResult:
+    """Train, evaluate on the test split, and write the run folder (see the module docstring).
+
+    ``callbacks`` are added after the built-in ones (sweeps add a pruning callback).
+    ``dataset`` may be given preloaded (a :class:`fastnn.data.Dataset` matching the config).
+    A KeyboardInterrupt stops training cleanly: the checkpoint is written and the result has
+    ``interrupted=True``. Other errors propagate after W&B is told the run failed.
+    """
+    from fastnn.data import load_dataset
+
+    model, optimizer = check_config(config)
+    out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
+    config = config.replace(out_dir=str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.yaml")
+
+    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
+                                 validation_split=config.validation_split, limit=config.limit,
+                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
+    all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
+    if progress:
+        all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
+    if config.early_stopping:
+        all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
+    tracker = _make_tracker(config, ds.class_names, out) if tracking else None
+    if tracker is not None:
+        all_callbacks.append(tracker)
+    all_callbacks.extend(callbacks)
+
+    trainer = Trainer(model, optimizer, callbacks=all_callbacks)
+    validation = (ds.X_val, ds.y_val) if ds.X_val.shape[0] else None
+    interrupted = False
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(ds.X_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
+                    validation_data=validation)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(exit_code=1)
+        raise
+    train_seconds = time.perf_counter() - t0
+
+    metadata = {"dataset": ds.name, "class_names": list(ds.class_names), "normalize": ds.normalize,
+                "mean": np.asarray(ds.mean).tolist(), "std": np.asarray(ds.std).tolist(),
+                "image_shape": list(ds.image_shape), "config": config.to_dict(),
+                "epochs_completed": len(trainer.history), "interrupted": interrupted}
+    checkpoint = save(model, out / "model.npz", optimizer=optimizer, metadata=metadata)
+    result = RunResult(out, config, trainer.history.epochs, checkpoint=checkpoint,
+                       interrupted=interrupted, train_seconds=train_seconds)
+    if interrupted:
+        if tracker is not None:
+            tracker.finish(exit_code=1)
+        return result
+
+    evaluation = evaluate_model(model, ds.X_test, ds.y_test, ds.class_names)
+    y_pred = evaluation.pop("y_pred")
+    result.test = {"loss": evaluation["loss"], "accuracy": evaluation["accuracy"]}
+    plots = write_plots(out, trainer.history.epochs, np.array(evaluation["confusion_matrix"]), ds.class_names)
+    summary = {"test_loss": evaluation["loss"], "test_accuracy": evaluation["accuracy"],
+               "train_seconds": train_seconds, "epochs_completed": len(trainer.history)}
+    if result.best_val_accuracy is not None:
+        summary["best_val_accuracy"] = result.best_val_accuracy
+    atomic_write_text(out / "results.json", json.dumps({**summary, **evaluation}, indent=2))
+    if tracker is not None:
+        tracker.log_final(y_true=ds.y_test, y_pred=y_pred, class_names=ds.class_names,
+                          report=evaluation["report"], plot_paths=plots, checkpoint_path=checkpoint,
+                          summary=summary)
+        tracker.finish()
+    return result
+
+
+def evaluate_model(model: FFNN, X: np.ndarray, y: np.ndarray, class_names) -> dict:
+    """Loss, accuracy, confusion matrix and classification report of ``model`` on ``(X, y)``.
+
+    JSON-ready except ``"y_pred"``, the (N,) int64 predictions, which callers pop before writing.
+    """
+    scores = model.evaluate(X, y)
+    y_pred = model.predict(X)
+    cm = confusion_matrix(y, y_pred, n_classes=len(class_names))
+    report = classification_report(y, y_pred, class_names=class_names)
+    return {"loss": scores["loss"], "accuracy": scores["accuracy"], "n_samples": int(y.shape[0]),
+            "class_names": list(class_names), "confusion_matrix": cm.tolist(), "report": report,
+            "y_pred": y_pred}
+
+
+def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:
+    """Learning curves and confusion matrix as PNGs in ``out``; returns name -> path."""
+    from fastnn.plots import plot_confusion_matrix, plot_learning_curves
+
+    return {
+        "learning_curves": plot_learning_curves(epochs, out / "learning_curves.png"),
+        "confusion_matrix": plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png"),
+    }
+
+
+def _make_tracker(config: RunConfig, class_names, out: Path):
+    if config.wandb_mode == "disabled":
+        return None
+    from fastnn.tracking import WandbCallback, resolve_wandb_mode
+
+    mode = resolve_wandb_mode(config.wandb_mode)
+    if mode == "disabled":
+        return None
+    return WandbCallback(config.to_dict(), project=config.wandb_project, entity=config.wandb_entity,
+                         group=config.wandb_group, tags=config.wandb_tags, mode=mode, name=out.name,
+                         dir=str(out), log_every_n_steps=config.log_every,
+                         histogram_every_k_epochs=config.histogram_every, class_names=class_names)
