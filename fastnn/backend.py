@@ -325,6 +325,77 @@ class Backend:
                          float(avg_coef))
         return param
 
+    # ---------------------------------------------------------------- regularisation
+    def dropout_forward(self, Y, uniform, p, out, mask):
+        """Inverted dropout: ``mask = [uniform ≥ p] / (1 - p)``, ``out = Y ⊙ mask``.
+
+        The uniform draws come from the model's seeded RNG, so masks are identical on every backend
+        (Srivastava et al., 2014, "Dropout: A Simple Way to Prevent Neural Networks from Overfitting").
+
+        Y : (N, H) float, read only. uniform : (N, H) float of Y's dtype in [0, 1), read only.
+        p : drop probability in [0, 1). out : (N, H), overwritten. mask : (N, H), overwritten.
+        Returns out.
+        """
+        Y = _check_float("Y", Y, 2)
+        for name, a in (("uniform", uniform), ("out", out), ("mask", mask)):
+            _check_float(name, a, 2, Y.dtype)
+            _check_shape(name, a, Y.shape)
+        _check_writable("out", out)
+        _check_writable("mask", mask)
+        p = check_float_range("p", p, 0.0, 1.0, high_inclusive=False)
+        self._dropout_forward(Y, uniform, p, out, mask)
+        return out
+
+    def dropout_backward(self, dY, mask):
+        """Backward of :meth:`dropout_forward`: ``dY ⊙= mask`` in place. dY, mask : (N, H). Returns dY."""
+        dY = _check_float("dY", dY, 2)
+        _check_writable("dY", dY)
+        _check_float("mask", mask, 2, dY.dtype)
+        _check_shape("mask", mask, dY.shape)
+        self._dropout_backward(dY, mask)
+        return dY
+
+    def clip_grad_norm(self, grad, max_norm):
+        """Rescale ``grad`` in place so its L2 norm is at most ``max_norm`` (``torch.nn.utils.clip_grad_norm_``).
+
+        With ``‖g‖`` the norm, ``g ← g · max_norm / (‖g‖ + 1e-6)`` when that factor is below 1.
+        grad : (P,) float, possibly scaled in place. Returns the norm before clipping (float).
+        """
+        _check_flat_group(("grad",), (grad,))
+        _check_writable("grad", grad)
+        max_norm = check_float_range("max_norm", max_norm, 0.0, low_inclusive=False)
+        return float(self._clip_grad_norm(grad, max_norm))
+
+    def shift_flip_images(self, X, image_shape, shift_rows, shift_cols, flip, out):
+        """Shift each image by whole pixels (zero fill) and optionally mirror it left-right.
+
+        ``out[k, r, c] = X[k, r - shift_rows[k], c' - shift_cols[k]]`` where ``c' = W-1-c`` when
+        ``flip[k]`` else ``c``, and 0 where the source lies outside the image.
+
+        X : (N, H·W·C) float, images flattened in HWC order, read only.
+        image_shape : (H, W, C). shift_rows, shift_cols : (N,) integer arrays. flip : (N,) bool.
+        out : (N, H·W·C) of X's dtype, overwritten; must not be X. Returns out.
+        """
+        X = _check_float("X", X, 2)
+        H, W, C = (int(v) for v in image_shape)
+        if H * W * C != X.shape[1]:
+            raise ValueError(f"image_shape {tuple(image_shape)} holds {H * W * C} values, but X rows "
+                             f"have {X.shape[1]}.")
+        N = X.shape[0]
+        for name, a in (("shift_rows", shift_rows), ("shift_cols", shift_cols)):
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.shape != (N,):
+                raise TypeError(f"{name} must be an integer array of shape ({N},).")
+        if not isinstance(flip, np.ndarray) or flip.dtype != np.bool_ or flip.shape != (N,):
+            raise TypeError(f"flip must be a bool array of shape ({N},).")
+        _check_float("out", out, 2, X.dtype)
+        _check_shape("out", out, X.shape)
+        _check_writable("out", out)
+        if np.shares_memory(out, X):
+            raise ValueError("out must not share memory with X.")
+        self._shift_flip_images(X, (H, W, C), shift_rows.astype(np.int64, copy=False),
+                                shift_cols.astype(np.int64, copy=False), flip, out)
+        return out
+
     # ---------------------------------------------------------------- data movement
     def gather_rows(self, X, indices, out):
         """Copy rows: ``out[k] = X[indices[k]]`` (batch gathering).
@@ -507,6 +578,34 @@ class NumpyBackend(Backend):
         v += (1.0 - beta2) * g * g
         denom = np.sqrt(v / bc2) + eps
         param -= grad_coef * (g / denom) + avg_coef * (m / denom)
+
+    # ---- regularisation
+    def _dropout_forward(self, Y, uniform, p, out, mask):
+        np.greater_equal(uniform, p, out=mask)  # 1.0 / 0.0 in the float buffer
+        mask *= 1.0 / (1.0 - p)
+        np.multiply(Y, mask, out=out)
+
+    def _dropout_backward(self, dY, mask):
+        dY *= mask
+
+    def _clip_grad_norm(self, grad, max_norm):
+        norm = math.sqrt(np.dot(grad.astype(np.float64), grad.astype(np.float64)))
+        factor = max_norm / (norm + 1e-6)
+        if factor < 1.0:
+            grad *= factor
+        return norm
+
+    def _shift_flip_images(self, X, image_shape, shift_rows, shift_cols, flip, out):
+        H, W, C = image_shape
+        N = X.shape[0]
+        rows = np.arange(H)[None, :, None] - shift_rows[:, None, None]          # (N, H, 1)
+        cols = np.arange(W)[None, None, :]
+        cols = np.where(flip[:, None, None], W - 1 - cols, cols) - shift_cols[:, None, None]  # (N, 1, W)
+        inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)            # (N, H, W)
+        source = np.clip(rows, 0, H - 1) * W + np.clip(cols, 0, W - 1)          # pixel index
+        images = X.reshape(N, H * W, C)
+        gathered = np.take_along_axis(images, source.reshape(N, H * W, 1), axis=1)
+        out.reshape(N, H * W, C)[...] = np.where(inside.reshape(N, H * W, 1), gathered, 0)
 
     # ---- data movement
     def _gather_rows(self, X, indices, out):

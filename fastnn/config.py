@@ -61,6 +61,12 @@ class RunConfig:
     l2: float = _opt(0.0, "L2 coefficient λ: adds (λ/2)·Σ‖W‖² to the loss.", "float", "model", low=0.0)
     label_smoothing: float = _opt(0.0, "Label smoothing ε for cross-entropy.", "float", "model",
                                   low=0.0, high=1.0, high_open=True)
+    dropout: float = _opt(0.0, "Dropout probability after each hidden layer.", "float", "model",
+                          low=0.0, high=1.0, high_open=True)
+    augment_shift: int = _opt(0, "Random image shifts of up to this many pixels (training only).",
+                              "int", "model", minimum=0)
+    augment_flip: bool = _opt(False, "Random horizontal flips (training only; for CIFAR-10).", "bool",
+                              "model")
     # optimisation
     optimizer: str = _opt("adam", "sgd, momentum, nesterov, rmsprop, adam or nadam.", "choice",
                           "optimizer", choices=("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam"))
@@ -83,6 +89,16 @@ class RunConfig:
                                       "float", "optimizer", optional=True, low=0.0)
     momentum_decay: float | None = _opt(None, "NAdam momentum decay ψ.", "float", "optimizer",
                                         optional=True, low=0.0)
+    schedule: str = _opt("constant", "Learning-rate schedule: constant, step or cosine.", "choice",
+                         "optimizer", choices=("constant", "step", "cosine"))
+    warmup_epochs: float = _opt(0.0, "Linear learning-rate warmup over this many epochs.", "float",
+                                "optimizer", low=0.0)
+    step_size: int = _opt(10, "Epochs between decays of the step schedule.", "int", "optimizer", minimum=1)
+    gamma: float = _opt(0.1, "Decay factor of the step schedule.", "float", "optimizer", low=0.0,
+                        low_open=True, high=1.0)
+    min_lr: float = _opt(0.0, "Final learning rate of the cosine schedule.", "float", "optimizer", low=0.0)
+    clip_grad_norm: float | None = _opt(None, "Clip the global gradient norm to this value.", "float",
+                                        "optimizer", optional=True, low=0.0, low_open=True)
     batch_size: int = _opt(128, "Mini-batch size.", "int", "optimizer", minimum=1)
     epochs: int = _opt(10, "Number of epochs.", "int", "optimizer", minimum=1)
     early_stopping: int | None = _opt(None, "Stop after this many epochs without val_loss "

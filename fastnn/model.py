@@ -48,6 +48,9 @@ class _Workspace:
     preacts[i] : (N, H_i) pre-activation of layer i, or None when its activation does not need it.
     dacts[i] : (N, H_i) gradient with respect to acts[i]; the backward pass of layer i+1 writes it.
     probs : (N, C) softmax probabilities (softmax head). targets : (N, C) one-hot targets (MSE head).
+    dropped[i], masks[i], uniforms[i] : (N, H_i) for hidden layers with dropout (else None): the
+    layer output after dropout (what the next layer reads in training), the scaled keep-mask, and
+    the uniform draws it was made from.
     """
 
     acts: list[np.ndarray]
@@ -55,6 +58,9 @@ class _Workspace:
     dacts: list[np.ndarray]
     probs: np.ndarray
     targets: np.ndarray
+    dropped: list[np.ndarray | None]
+    masks: list[np.ndarray | None]
+    uniforms: list[np.ndarray | None]
 
 
 class FFNN:
@@ -74,6 +80,10 @@ class FFNN:
         λ ≥ 0; the loss gains ``(λ/2) Σ ‖W‖²`` over weights (not biases).
     label_smoothing : float
         ε in [0, 1) for the softmax head (PyTorch's ``label_smoothing``).
+    dropout : float or sequence of float
+        Inverted-dropout probability after each hidden layer (one for all, or one per hidden layer),
+        in [0, 1). Applied in training (``loss_and_grad``, ``fit``), never in ``predict``/``evaluate``.
+        Masks are drawn from the model's seeded RNG, so they are identical on every backend.
     init : str
         xavier_uniform, xavier_normal (glorot_*), he_uniform, he_normal, lecun_normal or
         random_normal (with ``init_std``). Biases start at zero.
@@ -88,7 +98,7 @@ class FFNN:
 
     def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
                  output: str = "softmax", l2: float = 0.0, label_smoothing: float = 0.0,
-                 init: str = "he_normal", init_std: float = 0.01, backend: str | Backend = "numpy",
+                 dropout: float | Sequence[float] = 0.0, init: str = "he_normal", init_std: float = 0.01, backend: str | Backend = "numpy",
                  dtype: str = "float32", seed: int = 0):
         if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
             raise TypeError(f"layer_sizes must be a sequence of integers, got {layer_sizes!r}.")
@@ -104,6 +114,12 @@ class FFNN:
                 raise ValueError(f"activation must be one name or one per hidden layer ({n_hidden}), "
                                  f"got {len(hidden)}: {hidden}.")
         self.hidden_activations = tuple(resolve_activation(a).name for a in hidden)
+        rates = [dropout] * n_hidden if not isinstance(dropout, Sequence) else list(dropout)
+        if len(rates) != n_hidden:
+            raise ValueError(f"dropout must be one rate or one per hidden layer ({n_hidden}), got "
+                             f"{len(rates)}: {rates}.")
+        self.dropout = tuple(check_float_range(f"dropout[{i}]", r, 0.0, 1.0, high_inclusive=False)
+                             for i, r in enumerate(rates))
         if not isinstance(output, str) or output.lower() not in OUTPUTS:
             raise ValueError(f"The output {output!r} is not supported. Supported outputs are {list(OUTPUTS)}.")
         self.output = output.lower()
@@ -168,6 +184,7 @@ class FFNN:
             "output": self.output,
             "l2": self.l2,
             "label_smoothing": self.label_smoothing,
+            "dropout": list(self.dropout),
             "init": self.init,
             "init_std": self.init_std,
             "dtype": self.dtype.name,
@@ -187,6 +204,11 @@ class FFNN:
             self._workspaces.move_to_end(n)
             return ws
         widths = self.layer_sizes[1:]
+        rates = self.dropout + (0.0,)
+
+        def dropout_buffers():
+            return [np.empty((n, h), self.dtype) if p > 0 else None for h, p in zip(widths, rates)]
+
         ws = _Workspace(
             acts=[np.empty((n, h), self.dtype) for h in widths],
             preacts=[np.empty((n, h), self.dtype) if resolve_activation(a).needs_preactivation else None
@@ -194,6 +216,7 @@ class FFNN:
             dacts=[np.empty((n, h), self.dtype) for h in widths],
             probs=np.empty((n, self.n_outputs), self.dtype),
             targets=np.empty((n, self.n_outputs), self.dtype),
+            dropped=dropout_buffers(), masks=dropout_buffers(), uniforms=dropout_buffers(),
         )
         self._workspaces[n] = ws
         if len(self._workspaces) > _MAX_WORKSPACES:
@@ -213,12 +236,24 @@ class FFNN:
         return check_labels(arr, n_samples, self.n_outputs)
 
     # ------------------------------------------------------------------ forward / backward
-    def _forward(self, X: np.ndarray, ws: _Workspace) -> np.ndarray:
+    def _forward(self, X: np.ndarray, ws: _Workspace, training: bool = False) -> np.ndarray:
+        """Forward pass into ``ws``; with ``training``, dropout masks are drawn and applied."""
         inp = X
-        for (W, b), act, out, pre in zip(self.params, self.activations, ws.acts, ws.preacts):
-            self.backend.dense_forward(inp, W, b, act, out, pre)
-            inp = out
+        for i, ((W, b), act) in enumerate(zip(self.params, self.activations)):
+            self.backend.dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
+            inp = ws.acts[i]
+            if training and ws.masks[i] is not None:
+                self.noise_rng.random(out=ws.uniforms[i], dtype=self.dtype)
+                inp = self.backend.dropout_forward(inp, ws.uniforms[i], self.dropout[i], ws.dropped[i],
+                                                   ws.masks[i])
         return inp
+
+    def _layer_input(self, i: int, X: np.ndarray, ws: _Workspace, training: bool) -> np.ndarray:
+        if i == 0:
+            return X
+        if training and ws.masks[i - 1] is not None:
+            return ws.dropped[i - 1]
+        return ws.acts[i - 1]
 
     def _data_loss(self, y: np.ndarray, ws: _Workspace) -> float:
         """Loss of the head on the last forward pass; writes its gradient into ``ws.dacts[-1]``."""
@@ -231,33 +266,35 @@ class FFNN:
             y = ws.targets
         return self.backend.mse(outputs, y, dout)
 
-    def _backward(self, X: np.ndarray, ws: _Workspace) -> None:
+    def _backward(self, X: np.ndarray, ws: _Workspace, training: bool) -> None:
         for i in range(len(self.params) - 1, -1, -1):
             W, _ = self.params[i]
             dW, db = self.grads[i]
-            inp = X if i == 0 else ws.acts[i - 1]
+            if training and ws.masks[i] is not None:  # dacts[i] holds ∂L/∂(dropped output)
+                self.backend.dropout_backward(ws.dacts[i], ws.masks[i])
             dX = None if i == 0 else ws.dacts[i - 1]
-            self.backend.dense_backward(inp, W, ws.acts[i], ws.dacts[i], self.activations[i], dW, db,
-                                        dX, ws.preacts[i])
+            self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i], ws.dacts[i],
+                                        self.activations[i], dW, db, dX, ws.preacts[i])
 
-    def _loss_and_grad(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def _loss_and_grad(self, X: np.ndarray, y: np.ndarray, training: bool = True) -> tuple[float, float]:
         """Unchecked core of :meth:`loss_and_grad`; returns (objective, data loss)."""
         ws = self._workspace(X.shape[0])
-        self._forward(X, ws)
+        self._forward(X, ws, training)
         data_loss = self._data_loss(y, ws)
-        self._backward(X, ws)
+        self._backward(X, ws, training)
         penalty = self.backend.l2_penalty(self.weights, self.grad_weights, self.l2)
         return data_loss + penalty, data_loss
 
-    def loss_and_grad(self, X, y) -> float:
+    def loss_and_grad(self, X, y, training: bool = True) -> float:
         """Mean loss over the batch plus the L2 term; fills ``model.grads`` (overwriting them).
 
         X : (N, n_inputs) array-like; y : (N,) integer labels, or (N, C) float targets for the
-        identity head. Returns the float objective ``L_data + (λ/2) Σ ‖W‖²``.
+        identity head. ``training`` applies dropout (drawing masks from ``model.noise_rng``).
+        Returns the float objective ``L_data + (λ/2) Σ ‖W‖²``.
         """
         X = self.check_X(X)
         y = self.check_y(y, X.shape[0])
-        return self._loss_and_grad(X, y)[0]
+        return self._loss_and_grad(X, y, training)[0]
 
     def last_outputs(self, n: int) -> np.ndarray:
         """The (n, C) network outputs of the last forward pass over a batch of n rows (a view)."""
@@ -314,7 +351,8 @@ class FFNN:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, epochs: int = 10, batch_size: int = 128, optimizer="adam", lr: float | None = None,
-            validation_split: float = 0.0, validation_data=None, shuffle: bool = True, callbacks=()):
+            validation_split: float = 0.0, validation_data=None, shuffle: bool = True, callbacks=(),
+            max_grad_norm: float | None = None, augment=None):
         """Train with mini-batches; see :class:`fastnn.training.Trainer` for every argument.
 
         ``optimizer`` is an :class:`fastnn.optim.Optimizer` bound to this model or a name
@@ -323,7 +361,8 @@ class FFNN:
         """
         from fastnn.training import Trainer
 
-        trainer = Trainer(self, optimizer=optimizer, lr=lr, callbacks=callbacks)
+        trainer = Trainer(self, optimizer=optimizer, lr=lr, callbacks=callbacks, max_grad_norm=max_grad_norm,
+                          augment=augment)
         return trainer.fit(X, y, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
                            validation_data=validation_data, shuffle=shuffle)
 

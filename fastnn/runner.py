@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn.augment import Augmentation
 from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
@@ -30,6 +31,7 @@ from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
+from fastnn.schedules import LRSchedule
 from fastnn.training import Callback, Trainer
 
 
@@ -65,7 +67,8 @@ def build_model(config: RunConfig, n_inputs: int, n_classes: int) -> FFNN:
     try:
         return FFNN([n_inputs, *config.hidden, n_classes], activation=activation,
                     output="softmax" if config.loss == "cross_entropy" else "identity", l2=config.l2,
-                    label_smoothing=config.label_smoothing, init=config.init, init_std=config.init_std,
+                    label_smoothing=config.label_smoothing, dropout=config.dropout, init=config.init,
+                    init_std=config.init_std,
                     backend=get_backend(config.backend, **options), dtype=config.dtype, seed=config.seed)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
@@ -111,6 +114,9 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
     if progress:
         all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
+    if config.schedule != "constant" or config.warmup_epochs:
+        all_callbacks.append(LRSchedule(config.schedule, warmup_epochs=config.warmup_epochs,
+                                        step_size=config.step_size, gamma=config.gamma, min_lr=config.min_lr))
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
     tracker = _make_tracker(config, ds.class_names, out) if tracking else None
@@ -118,7 +124,10 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
         all_callbacks.append(tracker)
     all_callbacks.extend(callbacks)
 
-    trainer = Trainer(model, optimizer, callbacks=all_callbacks)
+    augment = (Augmentation(ds.image_shape, config.augment_shift, config.augment_flip)
+               if config.augment_shift or config.augment_flip else None)
+    trainer = Trainer(model, optimizer, callbacks=all_callbacks, max_grad_norm=config.clip_grad_norm,
+                      augment=augment)
     validation = (ds.X_val, ds.y_val) if ds.X_val.shape[0] else None
     interrupted = False
     t0 = time.perf_counter()

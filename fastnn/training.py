@@ -78,10 +78,20 @@ class Trainer:
     optimizer : Optimizer bound to ``model``, or an optimizer name built with ``lr``.
     lr : float or None; the learning rate when ``optimizer`` is a name (None: its default).
     callbacks : iterable of :class:`Callback`.
+    max_grad_norm : float or None; clip the gradient's global L2 norm to this before each step.
+    augment : callable ``(model, X_batch) -> X_batch`` or None (see :class:`fastnn.augment.Augmentation`).
+
+    During ``fit`` callbacks can read ``trainer.steps_per_epoch``, ``trainer.total_epochs``,
+    ``trainer.global_step``, ``trainer.epoch`` and ``trainer.last_grad_norm`` (when clipping).
     """
 
-    def __init__(self, model, optimizer="adam", lr: float | None = None, callbacks: Iterable[Callback] = ()):
+    def __init__(self, model, optimizer="adam", lr: float | None = None, callbacks: Iterable[Callback] = (),
+                 max_grad_norm: float | None = None, augment=None):
         self.model = model
+        self.max_grad_norm = (None if max_grad_norm is None else
+                              check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False))
+        self.augment = augment
+        self.last_grad_norm: float | None = None
         if isinstance(optimizer, Optimizer):
             if optimizer.model is not model:
                 raise ValueError("optimizer is bound to a different model than the one being trained.")
@@ -139,6 +149,8 @@ class Trainer:
         x_buf = np.empty((bs, X.shape[1]), model.dtype)
         y_buf = np.empty((bs,) + y.shape[1:], y.dtype)
         self.stop_training = False
+        self.steps_per_epoch = -(-n // bs)
+        self.total_epochs = self.epoch + epochs
 
         self._call("on_train_begin")
         # overflow is detected through the loss below and reported once, with advice
@@ -162,12 +174,16 @@ class Trainer:
                     m = idx.shape[0]
                     xb = model.backend.gather_rows(X, idx, x_buf[:m])
                     yb = np.take(y, idx, axis=0, out=y_buf[:m])
+                    if self.augment is not None:
+                        xb = self.augment(model, xb)
                     objective, data_loss = model._loss_and_grad(xb, yb)
                     if not math.isfinite(objective):
                         raise TrainingDivergedError(
                             f"the training loss became {objective} at epoch {self.epoch}, step "
                             f"{self.global_step + 1} (lr={self.optimizer.lr}); lower the learning "
                             f"rate, standardise the inputs, or add gradient clipping.")
+                    if self.max_grad_norm is not None:
+                        self.last_grad_norm = model.backend.clip_grad_norm(model.grad_arena, self.max_grad_norm)
                     self.optimizer.step()
                     self.global_step += 1
                     total += data_loss * m
