@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from fastnn import data as datasets
+from fastnn.cli.errors import reports_errors
 
 DATA_DIR_HELP = "Folder (or archive) to use instead of searching the usual places."
 STORE_DIR_HELP = "Write the decoded copy under this folder instead of the user cache."
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn a DataError/ValueError into click's one-line error (exit status 1, no traceback)."""
-    try:
-        yield
-    except ValueError as exc:  # DataError is a ValueError
-        raise click.ClickException(str(exc)) from exc
 
 
 def _megabytes(nbytes: int) -> str:
@@ -41,14 +31,16 @@ def data() -> None:
 
 @data.command("list")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
+@reports_errors
 def list_datasets(data_dir: Path | None) -> None:
     """Show each dataset: where it is found (or that it is missing) and its size on disk."""
     click.echo(f"user cache: {datasets.cache_root()}")
     for spec in datasets.DATASETS.values():
         try:
             location = datasets.locate(spec, data_dir)
-        except datasets.DataError:
-            location = None
+        except datasets.DataError as exc:  # not in --data-dir, or a damaged cache
+            click.echo(f"{spec.name:<14} missing   {exc}")
+            continue
         if location is None:
             click.echo(f"{spec.name:<14} missing   run `fastnn data fetch {spec.name}` or "
                        f"`fastnn data import {spec.name} PATH`")
@@ -61,13 +53,12 @@ def list_datasets(data_dir: Path | None) -> None:
 @click.argument("name")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=STORE_DIR_HELP)
 @click.option("--force", is_flag=True, help="Download again even if the cache has the dataset.")
+@reports_errors
 def fetch(name: str, data_dir: Path | None, force: bool) -> None:
     """Download dataset NAME from its official URL, verify it and cache it decoded."""
     start = time.perf_counter()
-    with _one_line_errors():
-        spec = datasets.get_spec(name)
-        store = datasets.fetch(spec, data_dir, force=force).path
-        click.echo(_summary(spec.name, store, time.perf_counter() - start))
+    store = datasets.fetch(name, data_dir, force=force).path
+    click.echo(_summary(datasets.get_spec(name).name, store, time.perf_counter() - start))
 
 
 @data.command("import")
@@ -76,6 +67,7 @@ def fetch(name: str, data_dir: Path | None, force: bool) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=STORE_DIR_HELP)
 @click.option("--no-verify", is_flag=True,
               help="Skip the official checksums of files with official names (format checks stay).")
+@reports_errors
 def import_(name: str, path: Path, data_dir: Path | None, no_verify: bool) -> None:
     """Decode a local copy of dataset NAME at PATH, check it, and store it in the cache.
 
@@ -83,6 +75,5 @@ def import_(name: str, path: Path, data_dir: Path | None, no_verify: bool) -> No
     cifar-10-python.tar.gz; or an image-folder tree train/<class>/*, test/<class>/* or its tar.
     """
     start = time.perf_counter()
-    with _one_line_errors():
-        store = datasets.import_dataset(name, path, data_dir=data_dir, verify=not no_verify)
-        click.echo(_summary(datasets.get_spec(name).name, store, time.perf_counter() - start))
+    store = datasets.import_dataset(name, path, data_dir=data_dir, verify=not no_verify)
+    click.echo(_summary(datasets.get_spec(name).name, store, time.perf_counter() - start))
