@@ -15,9 +15,9 @@ def main() -> None:
 
 def _register_commands() -> None:
     """Attach every command module's commands to the group (one import per module)."""
-    from fastnn.cli import data_commands, evaluate, info, train
+    from fastnn.cli import bench, data_commands, evaluate, info, train
 
-    for command in (train.train, evaluate.evaluate, data_commands.data, info.info):
+    for command in (train.train, evaluate.evaluate, data_commands.data, info.info, bench.bench):
         main.add_command(command)
 
 

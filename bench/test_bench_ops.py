@@ -1,0 +1,88 @@
+"""Per-operation throughput of each backend: dense forward/backward, softmax-CE, optimizer steps.
+
+``pytest bench/ --benchmark-only`` times them; plain ``pytest`` runs each once as a smoke test.
+Dense ops use the first layer of each model (the widest GEMM); optimizer steps run over a whole
+model's arena. ``extra_info`` holds samples/s and, for dense ops, GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS
+
+from conftest import BACKENDS, finish_extra_info
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
+
+
+def dense_operands(sizes, batch, dtype):
+    d, h = sizes[0], sizes[1]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, d)).astype(dtype)
+    W = (rng.standard_normal((d, h)) * np.sqrt(2 / d)).astype(dtype)
+    b = np.zeros(h, dtype)
+    return X, W, b, np.empty((batch, h), dtype)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_forward(benchmark, backend, batch, dtype, model):
+    be = fastnn.get_backend(backend)
+    X, W, b, out = dense_operands(MODELS[model], batch, dtype)
+    benchmark.extra_info.update(op="dense_forward", flops=2 * batch * W.size, samples_per_call=batch)
+    benchmark(be.dense_forward, X, W, b, "relu", out)
+    assert np.all(out >= 0)
+    finish_extra_info(benchmark)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_backward(benchmark, backend, batch, dtype, model):
+    be = fastnn.get_backend(backend)
+    X, W, b, Y = dense_operands(MODELS[model], batch, dtype)
+    be.dense_forward(X, W, b, "relu", Y)
+    dY = np.random.default_rng(1).standard_normal(Y.shape).astype(dtype)
+    dW, db, dX = np.empty_like(W), np.empty_like(b), np.empty_like(X)
+    benchmark.extra_info.update(op="dense_backward", flops=4 * batch * W.size, samples_per_call=batch)
+    benchmark(be.dense_backward, X, W, Y, dY, "relu", dW, db, dX)
+    assert np.isfinite(dW).all()
+    finish_extra_info(benchmark)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softmax_cross_entropy(benchmark, backend, batch, dtype):
+    be = fastnn.get_backend(backend)
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((batch, 10)).astype(dtype)
+    labels = rng.integers(0, 10, batch)
+    probs, dlogits = np.empty_like(logits), np.empty_like(logits)
+    benchmark.extra_info.update(op="softmax_cross_entropy", samples_per_call=batch)
+    loss = benchmark(be.softmax_cross_entropy, logits, labels, probs, dlogits)
+    assert loss > 0
+    finish_extra_info(benchmark)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_optimizer_step(benchmark, backend, optimizer, dtype, model):
+    net = fastnn.FFNN(list(MODELS[model]), backend=backend, dtype=dtype, seed=0)
+    net.grad_arena[:] = np.random.default_rng(0).standard_normal(net.n_params) * 1e-3
+    opt = fastnn.optim.get_optimizer(optimizer, net, lr=1e-5)
+    before = net.arena.copy()
+    benchmark.extra_info.update(op=f"{optimizer}_step", params=net.n_params)
+    benchmark(opt.step)
+    assert not np.array_equal(before, net.arena)
+    finish_extra_info(benchmark)
+    if "median_seconds" in benchmark.extra_info:
+        benchmark.extra_info["params_per_sec"] = net.n_params / benchmark.extra_info["median_seconds"]
