@@ -14,13 +14,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _default_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 minus the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a binary file that appears at ``path`` only when the block completes without error."""
+    """Open a binary file that appears at ``path`` only when the block completes without error.
+
+    The file gets the usual permissions of a new file (``mkstemp`` alone would make it private).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
