@@ -144,3 +144,36 @@ def test_real_subprocess_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fastnn.cli", "train", "--lr", "0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip() == "Error: options: lr must be in (0.0, inf], got 0.0."
+
+
+@pytest.mark.slow
+def test_train_logs_an_offline_wandb_run(tmp_path):
+    """`fastnn train` with W&B offline (the default without credentials) records the run."""
+    import os
+
+    import wandb_records
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    for var, sub in (("WANDB_DIR", "dir"), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config")):
+        (tmp_path / sub).mkdir()
+        env[var] = str(tmp_path / sub)
+    env.update(NETRC=str(tmp_path / "netrc"), WANDB_SILENT="true")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "fastnn.cli", "train", "--backend", "numba",
+                           "--out-dir", str(out), "--limit", "1500", "--epochs", "2", "--hidden", "32",
+                           "--quiet", "--log-every", "5", "--histogram-every", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    run_dirs = list((out / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1, list(out.rglob("*"))[:20]
+    records = wandb_records.read_records(wandb_records.run_file(run_dirs[0]))
+    rows = wandb_records.history_rows(records)
+    epoch_rows = [r for r in rows if "epoch" in r]
+    assert [r["epoch"] for r in epoch_rows][:2] == [1, 2]
+    flat = {k for r in rows for k in r}
+    assert any(k.startswith("val/") for k in flat) and any(k.startswith("grad_norm/") for k in flat)
+    assert any(k.startswith("weights/") for k in flat) and "batch/loss" in flat
+    assert wandb_records.config(records)["optimizer"] == "adam"
+    assert [a.type for a in wandb_records.artifacts(records)].count("model") == 1
+    assert wandb_records.summary(records)["test_accuracy"] > 0.5
