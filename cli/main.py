@@ -15,10 +15,10 @@ def main() -> None:
 
 def _register_commands() -> None:
     """Attach every command module's commands to the group (one import per module)."""
-    from fastnn.cli import bench, data_commands, evaluate, experiment, info, report, train
+    from fastnn.cli import bench, data_commands, evaluate, experiment, info, report, sweep, train
 
     for command in (train.train, evaluate.evaluate, data_commands.data, info.info, bench.bench,
-                    experiment.experiment, report.report):
+                    experiment.experiment, report.report, sweep.sweep, sweep.sweep_summary):
         main.add_command(command)
 
 
