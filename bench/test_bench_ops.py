@@ -13,7 +13,7 @@ import pytest
 import fastnn
 from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS
 
-from conftest import BACKENDS, finish_extra_info
+from bench_helpers import BACKENDS, finish_extra_info
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
 

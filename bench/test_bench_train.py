@@ -17,7 +17,7 @@ import fastnn
 from fastnn.benchmarking import (BATCH_SIZES, DTYPES, MODELS, TORCH_MISSING, fastnn_step,
                                  synthetic_batch, torch_available, torch_step)
 
-from conftest import BACKENDS, finish_extra_info
+from bench_helpers import BACKENDS, finish_extra_info
 
 EPOCH_SAMPLES = 60_000
 SMOKE_EPOCH_SAMPLES = 1_024  # an untimed smoke run only checks that the epoch loop works

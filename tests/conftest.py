@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-BACKENDS = ("numpy", "numba")
-DTYPES = (np.float32, np.float64)
-# Relative tolerance per dtype when two computations of the same quantity are compared.
-RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+from backend_grid import BACKENDS, DTYPES
 
 settings.register_profile(
     # derandomize: CI runs the same examples every time; use HYPOTHESIS_PROFILE=thorough to explore

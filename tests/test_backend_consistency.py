@@ -13,7 +13,7 @@ import inspect
 import numpy as np
 import pytest
 
-from conftest import BACKENDS
+from backend_grid import BACKENDS
 from fastnn.backend import Backend, NumpyBackend, get_backend
 from fastnn.numba_backend import NumbaBackend
 

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastnn
-from conftest import BACKENDS, DTYPES, RTOL
+from backend_grid import BACKENDS, DTYPES, RTOL
 from fastnn.activations import ACTIVATIONS
 from fastnn.backend import NumpyBackend, get_backend
 from fastnn.numba_backend import NumbaBackend

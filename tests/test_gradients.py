@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import fastnn
 from fastnn.activations import ACTIVATIONS
 
-from conftest import BACKENDS
+from backend_grid import BACKENDS
 
 STEP = 1e-5
 TOLERANCE = 1e-6

@@ -14,7 +14,7 @@ import pytest
 import fastnn
 from fastnn.optim import SGD, Adam, Momentum, NAdam, Nesterov, RMSprop, get_optimizer
 
-from conftest import BACKENDS, RTOL
+from backend_grid import BACKENDS, RTOL
 
 
 def tiny_model(backend: str, dtype="float64", params=(0.5, -0.25)) -> fastnn.FFNN:

@@ -12,7 +12,7 @@ from fastnn.augment import Augmentation
 from fastnn.schedules import LRSchedule
 from fastnn.training import Callback
 
-from conftest import BACKENDS
+from backend_grid import BACKENDS
 from test_gradients import assert_gradients_match
 
 
