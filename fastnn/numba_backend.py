@@ -20,7 +20,7 @@ from scipy import special
 from fastnn import threads as _threads
 from fastnn.activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from fastnn.backend import NumpyBackend
-from fastnn.kernels import dense, losses, optimizers, rows
+from fastnn.kernels import dense, losses, optimizers, regularisation, rows
 
 # Smallest amount of work (elements) for which a kernel's parallel path beats its serial one,
 # measured on 2 cores: waking Numba's sleeping pool costs ~80 µs there, so only large elementwise
@@ -153,6 +153,20 @@ class NumbaBackend(NumpyBackend):
         optimizers.nadam_step_kernel(param, grad, m, v, beta1, beta2, eps, weight_decay, bc2,
                                      grad_coef, avg_coef,
                                      self._blocks(param.size, PARALLEL_MIN_OPTIMIZER))
+
+    # ---- regularisation
+    def _dropout_forward(self, Y, uniform, p, out, mask):
+        regularisation.dropout_forward_kernel(Y, uniform, p, out, mask)
+
+    def _dropout_backward(self, dY, mask):
+        regularisation.dropout_backward_kernel(dY, mask)
+
+    def _clip_grad_norm(self, grad, max_norm):
+        return regularisation.clip_grad_norm_kernel(grad, max_norm)
+
+    def _shift_flip_images(self, X, image_shape, shift_rows, shift_cols, flip, out):
+        H, W, C = image_shape
+        regularisation.shift_flip_images_kernel(X, H, W, C, shift_rows, shift_cols, flip, out)
 
     # ---- data movement
     def _gather_rows(self, X, indices, out):

@@ -2,7 +2,8 @@
 
 Modules, by concern: :mod:`~fastnn.kernels.dense` (fused dense forward/backward around a BLAS
 GEMM), :mod:`~fastnn.kernels.losses` (softmax, cross-entropy, MSE, L2),
-:mod:`~fastnn.kernels.optimizers` (SGD, RMSprop, Adam, NAdam steps) and
+:mod:`~fastnn.kernels.optimizers` (SGD, RMSprop, Adam, NAdam steps),
+:mod:`~fastnn.kernels.regularisation` (dropout, gradient clipping, image shifts and flips) and
 :mod:`~fastnn.kernels.rows` (row gathering).
 
 Every kernel is compiled with :func:`kernel`: ``njit`` with ``cache=True``, falling back to an

@@ -6,13 +6,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fastnn
 from fastnn.augment import Augmentation
 from fastnn.schedules import LRSchedule
 from fastnn.training import Callback
 
-from backend_grid import BACKENDS
+from backend_grid import BACKENDS, RTOL
 from test_gradients import assert_gradients_match
 
 
@@ -167,3 +169,52 @@ def test_augmentation_is_seeded_and_changes_images():
 def test_augmentation_with_nothing_to_do_is_identity():
     X = np.random.default_rng(0).normal(size=(4, 12)).astype(np.float32)
     np.testing.assert_array_equal(Augmentation((2, 2, 3), max_shift=0)(fastnn.FFNN([12, 2]), X), X)
+
+
+# --------------------------------------------------------------------------- both backends agree
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(n=st.integers(1, 9), h=st.integers(1, 9), p=st.floats(0.0, 0.95), seed=st.integers(0, 2**16))
+def test_dropout_ops_agree_across_backends(dtype, n, h, p, seed):
+    rng = np.random.default_rng(seed)
+    Y = rng.normal(size=(n, h)).astype(dtype)
+    uniform = rng.random((n, h)).astype(dtype)
+    dY = rng.normal(size=(n, h)).astype(dtype)
+    results = []
+    for backend in BACKENDS:
+        b = fastnn.get_backend(backend)
+        out, mask, grad = np.empty_like(Y), np.empty_like(Y), dY.copy()
+        b.dropout_forward(Y, uniform, p, out, mask)
+        b.dropout_backward(grad, mask)
+        results.append((out, mask, grad))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=RTOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(size=st.integers(1, 50), scale=st.floats(1e-3, 1e3), max_norm=st.floats(0.01, 100.0),
+       seed=st.integers(0, 2**16))
+def test_clip_grad_norm_agrees_across_backends(dtype, size, scale, max_norm, seed):
+    g0 = (np.random.default_rng(seed).normal(size=size) * scale).astype(dtype)
+    grads, norms = [], []
+    for backend in BACKENDS:
+        g = g0.copy()
+        norms.append(fastnn.get_backend(backend).clip_grad_norm(g, max_norm))
+        grads.append(g)
+    assert norms[0] == pytest.approx(norms[1], rel=RTOL[np.dtype(dtype)])
+    np.testing.assert_allclose(grads[0], grads[1], rtol=RTOL[np.dtype(dtype)])
+
+
+@given(n=st.integers(1, 6), hw=st.tuples(st.integers(1, 6), st.integers(1, 6)), c=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_shift_flip_agrees_across_backends(n, hw, c, seed):
+    rng = np.random.default_rng(seed)
+    H, W = hw
+    X = rng.normal(size=(n, H * W * c)).astype(np.float32)
+    rows, cols = rng.integers(-3, 4, n), rng.integers(-3, 4, n)
+    flip = rng.random(n) < 0.5
+    outs = []
+    for backend in BACKENDS:
+        out = np.empty_like(X)
+        fastnn.get_backend(backend).shift_flip_images(X, (H, W, c), rows, cols, flip, out)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
