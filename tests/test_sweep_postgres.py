@@ -62,6 +62,8 @@ def study_trials(url: str, name: str) -> list:
 
 
 def completed_epochs(trial) -> int:
+    if "out_dir" not in trial.user_attrs:  # the worker sets its attributes one at a time
+        return 0
     path = Path(trial.user_attrs["out_dir"]) / "metrics.jsonl"
     return path.read_text().count("\n") if path.is_file() else 0
 
