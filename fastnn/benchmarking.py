@@ -66,16 +66,29 @@ def synthetic_batch(sizes: Sequence[int], batch: int, dtype: str, seed: int = 0)
     return X, y
 
 
+POOL_BATCHES = 32
+"""Step benchmarks cycle through this many different batches. Repeating one batch thousands of
+times drives its loss to zero and Adam's moments into float32's subnormal range, where arithmetic
+is many times slower: a benchmark artefact that real training (new batches every step) avoids."""
+
+
+def batch_pool(sizes: Sequence[int], batch: int, dtype: str, seed: int = 0):
+    """``POOL_BATCHES`` batches of standard-normal inputs with random labels: lists of (X, y)."""
+    return [synthetic_batch(sizes, batch, dtype, seed + k) for k in range(POOL_BATCHES)]
+
+
 def fastnn_step(backend: str, sizes: Sequence[int], batch: int, dtype: str,
                 optimizer: str = "adam") -> Callable[[], None]:
-    """One fastnn training step (forward, loss, backward, optimizer) on a fixed batch."""
+    """One fastnn training step (forward, loss, backward, optimizer), cycling through a batch pool."""
     import fastnn
 
     model = fastnn.FFNN(list(sizes), activation="relu", backend=backend, dtype=dtype, seed=0)
     opt = fastnn.optim.get_optimizer(optimizer, model, lr=1e-4)
-    X, y = synthetic_batch(sizes, batch, dtype)
+    pool = batch_pool(sizes, batch, dtype)
+    counter = iter(range(1 << 62))
 
     def step() -> None:
+        X, y = pool[next(counter) % POOL_BATCHES]
         model._loss_and_grad(X, y)
         opt.step()
 
@@ -110,11 +123,12 @@ def torch_step(sizes: Sequence[int], batch: int, dtype: str, optimizer: str = "a
     opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "nadam": torch.optim.NAdam,
                "rmsprop": torch.optim.RMSprop}[optimizer]
     opt = opt_cls(net.parameters(), lr=1e-4)
-    X, y = synthetic_batch(sizes, batch, dtype)
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    pool = [(torch.from_numpy(X), torch.from_numpy(y)) for X, y in batch_pool(sizes, batch, dtype)]
+    counter = iter(range(1 << 62))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step() -> None:
+        Xt, yt = pool[next(counter) % POOL_BATCHES]
         opt.zero_grad(set_to_none=True)
         loss_fn(net(Xt), yt).backward()
         opt.step()

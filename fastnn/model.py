@@ -4,6 +4,11 @@
 :class:`~fastnn.backend.Backend`. That is why the model is the same code on every backend and why the
 backends can be compared op by op.
 
+Every array the model hands to its backend is one it made itself (arena views, work buffers) or
+user input it validated at its own boundary (``check_X``/``check_y``), so the hot path calls the
+backend's implementations (``_dense_forward``, ``_dense_backward``, ``_softmax_cross_entropy``)
+directly and skips the per-call argument checks of the public methods; both do the same arithmetic.
+
 Parameter arena layout
 ----------------------
 All parameters live in one contiguous 1-d array ``model.arena``: first every layer's weights
@@ -240,7 +245,7 @@ class FFNN:
         """Forward pass into ``ws``; with ``training``, dropout masks are drawn and applied."""
         inp = X
         for i, ((W, b), act) in enumerate(zip(self.params, self.activations)):
-            self.backend.dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
+            self.backend._dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
             inp = ws.acts[i]
             if training and ws.masks[i] is not None:
                 self.noise_rng.random(out=ws.uniforms[i], dtype=self.dtype)
@@ -259,7 +264,7 @@ class FFNN:
         """Loss of the head on the last forward pass; writes its gradient into ``ws.dacts[-1]``."""
         outputs, dout = ws.acts[-1], ws.dacts[-1]
         if self.output == "softmax":
-            return self.backend.softmax_cross_entropy(outputs, y, ws.probs, dout, self.label_smoothing)
+            return float(self.backend._softmax_cross_entropy(outputs, y, ws.probs, dout, self.label_smoothing))
         if y.ndim == 1:  # one-hot encode labels into the reused target buffer
             ws.targets.fill(0)
             np.put_along_axis(ws.targets, y[:, None], 1, axis=1)
@@ -273,8 +278,8 @@ class FFNN:
             if training and ws.masks[i] is not None:  # dacts[i] holds ∂L/∂(dropped output)
                 self.backend.dropout_backward(ws.dacts[i], ws.masks[i])
             dX = None if i == 0 else ws.dacts[i - 1]
-            self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i], ws.dacts[i],
-                                        self.activations[i], dW, db, dX, ws.preacts[i])
+            self.backend._dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i], ws.dacts[i],
+                                         self.activations[i], dW, db, dX, ws.preacts[i])
 
     def _loss_and_grad(self, X: np.ndarray, y: np.ndarray, training: bool = True) -> tuple[float, float]:
         """Unchecked core of :meth:`loss_and_grad`; returns (objective, data loss)."""

@@ -1,6 +1,7 @@
 """Optimizers over the flat parameter arena, with ``torch.optim``'s names, defaults and update rules.
 
-Each optimizer keeps its state in flat arrays with the layout of ``model.arena`` and performs one
+Each optimizer keeps its state in flat arrays with the layout of ``model.arena`` (made here, so a
+step calls the backend's implementation directly, without re-checking them) and performs one
 in-place backend call per step, so a step of fastnn can be compared with a step of PyTorch to float
 precision. Scalars that depend only on the step count (bias corrections, NAdam's momentum schedule)
 are computed here, in Python float64, and passed to the backend.
@@ -126,9 +127,8 @@ class SGD(Optimizer):
         self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum else None
 
     def _update(self, param, grad):
-        self.backend.sgd_step(param, grad, self.momentum_buffer, self.lr, self.momentum,
-                              self.dampening, self.weight_decay, self.nesterov,
-                              first_step=self.step_count == 1)
+        self.backend._sgd_step(param, grad, self.momentum_buffer, float(self.lr), self.momentum,
+                               self.dampening, self.weight_decay, self.nesterov, self.step_count == 1)
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
@@ -185,9 +185,9 @@ class RMSprop(Optimizer):
         self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum > 0 else None
 
     def _update(self, param, grad):
-        self.backend.rmsprop_step(param, grad, self.square_avg, self.grad_avg, self.momentum_buffer,
-                                  self.lr, self.alpha, self.eps, self.weight_decay, self.momentum,
-                                  self.centered)
+        self.backend._rmsprop_step(param, grad, self.square_avg, self.grad_avg, self.momentum_buffer,
+                                   float(self.lr), self.alpha, self.eps, self.weight_decay, self.momentum,
+                                   self.centered)
 
     def hyperparameters(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
@@ -230,8 +230,8 @@ class Adam(Optimizer):
     def _update(self, param, grad):
         beta1, beta2 = self.betas
         t = self.step_count
-        self.backend.adam_step(param, grad, self.exp_avg, self.exp_avg_sq, self.lr, beta1, beta2,
-                               self.eps, self.weight_decay, 1.0 - beta1 ** t, 1.0 - beta2 ** t)
+        self.backend._adam_step(param, grad, self.exp_avg, self.exp_avg_sq, float(self.lr), beta1, beta2,
+                                self.eps, self.weight_decay, 1.0 - beta1 ** t, 1.0 - beta2 ** t)
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -278,8 +278,8 @@ class NAdam(Optimizer):
         self.mu_product *= mu
         grad_coef = self.lr * (1.0 - mu) / (1.0 - self.mu_product)
         avg_coef = self.lr * mu_next / (1.0 - self.mu_product * mu_next)
-        self.backend.nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
-                                self.weight_decay, 1.0 - beta2 ** t, grad_coef, avg_coef)
+        self.backend._nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
+                                 self.weight_decay, 1.0 - beta2 ** t, grad_coef, avg_coef)
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,

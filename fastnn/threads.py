@@ -116,10 +116,16 @@ def start_numba_pool() -> str:
     Unless the user chose a layer (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER``)
     this picks OpenMP when it loads, otherwise Numba's own order applies (TBB, OpenMP,
     workqueue). OpenMP workers sleep when idle unless the user set a wait policy (see the module
-    docstring).
+    docstring); when OpenMP was already loaded by another library, whose wait policy can no
+    longer be changed, the workqueue layer is used instead.
     """
     with contextlib.suppress(ValueError):  # raised while the pool is not started
         return numba.threading_layer()
+    if str(numba.config.THREADING_LAYER).lower() == "default" and _libgomp_loaded():
+        # Another library (PyTorch, say) loaded OpenMP first, with its own wait policy: our
+        # workers would spin against it (measured: 20 ms per training step instead of 1 ms
+        # after `import torch`). Numba's workqueue layer sleeps when idle.
+        numba.config.THREADING_LAYER = "workqueue"
     with _passive_openmp_env():
         if str(numba.config.THREADING_LAYER).lower() == "default":
             try:

@@ -101,6 +101,16 @@ def test_threading_layer_is_openmp_and_environment_restored():
     assert result.stdout.split() == ["omp", "None"]
 
 
+def test_openmp_loaded_by_another_library_first_means_workqueue():
+    """PyTorch loads its own libgomp, whose wait policy is fixed by then: Numba's OpenMP workers
+    would spin against it, so the backend picks the workqueue layer."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
+    result = subprocess.run([sys.executable, "-c", "import torch\n" + LAYER_PROBE], check=False,
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["workqueue", "None"]
+
+
 def test_user_chosen_threading_layer_is_respected():
     result = run_python(LAYER_PROBE, NUMBA_THREADING_LAYER="workqueue")
     assert result.returncode == 0, result.stderr
