@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from bench_helpers import gemm_seconds
+
+# The PyTorch peer runs in this process. Import torch before any Numba kernel starts Numba's
+# OpenMP pool: the library that starts OpenMP second gets spinning workers, and measured that way
+# PyTorch ran up to 2.6x slower than alone. In this order fastnn is the one that adapts (it uses
+# Numba's workqueue layer, ~10% slower than its default); `fastnn bench` times each library in
+# its own process instead.
+with contextlib.suppress(ImportError):
+    import torch  # noqa: F401
 
 
 @pytest.fixture

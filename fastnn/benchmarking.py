@@ -96,11 +96,10 @@ def fastnn_step(backend: str, sizes: Sequence[int], batch: int, dtype: str,
 
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed (found without importing it, which would start its OpenMP)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 TORCH_MISSING = ("PyTorch is not installed: no peer comparison. Install the CPU build with "
@@ -134,6 +133,32 @@ def torch_step(sizes: Sequence[int], batch: int, dtype: str, optimizer: str = "a
         opt.step()
 
     return step
+
+
+def torch_seconds_in_subprocess(sizes: Sequence[int], batch: int, dtype: str, optimizer: str,
+                                min_time: float) -> float:
+    """Median step time of :func:`torch_step` measured in a fresh Python process.
+
+    Each library then runs as it would alone: in one process, whichever of PyTorch and Numba
+    starts its OpenMP runtime second gets workers that spin against the other's (PyTorch measured
+    up to 2.6× slower after Numba's pool started; fastnn ~10% slower after ``import torch``, when
+    it falls back to Numba's workqueue layer).
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from fastnn.benchmarking import median_seconds, torch_step; "
+            "a = json.loads(sys.argv[1]); "
+            "print(median_seconds(torch_step(a['sizes'], a['batch'], a['dtype'], a['optimizer']), "
+            "a['min_time']))")
+    args = json.dumps({"sizes": list(sizes), "batch": batch, "dtype": dtype, "optimizer": optimizer,
+                       "min_time": min_time})
+    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                          timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the PyTorch peer failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
 
 
 def gemm_step(sizes: Sequence[int], batch: int, dtype: str) -> Callable[[], None]:
@@ -179,8 +204,9 @@ def run_benchmarks(models: Sequence[str], backends: Sequence[str], dtypes: Seque
                    with_torch: bool = True, progress: Callable[[str], None] | None = None) -> list[BenchRow]:
     """Time a training step for every combination; ratios are taken within this run.
 
-    ``backends`` may include "torch" implicitly through ``with_torch`` (when installed). The
-    roofline is ``t_gemm / t_step``: the share of the BLAS-only time the step reaches.
+    With ``with_torch`` (and torch installed) the PyTorch peer is timed too, in its own process
+    (see :func:`torch_seconds_in_subprocess`). The roofline is ``t_gemm / t_step``: the share of
+    the BLAS-only time the step reaches.
     """
     rows: list[BenchRow] = []
     use_torch = with_torch and torch_available()
@@ -192,7 +218,7 @@ def run_benchmarks(models: Sequence[str], backends: Sequence[str], dtypes: Seque
                 times = {b: median_seconds(fastnn_step(b, sizes, batch, dtype, optimizer), min_time)
                          for b in backends}
                 if use_torch:
-                    times["torch"] = median_seconds(torch_step(sizes, batch, dtype, optimizer), min_time)
+                    times["torch"] = torch_seconds_in_subprocess(sizes, batch, dtype, optimizer, min_time)
                 for name, t in times.items():
                     rows.append(BenchRow(
                         model=model, backend=name, dtype=dtype, batch=batch, step_ms=t * 1e3,
