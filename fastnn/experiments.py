@@ -30,16 +30,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fastnn.callbacks import read_metrics
 from fastnn.config import ConfigError, RunConfig, read_config_file
 from fastnn.fileio import atomic_write_text
+from fastnn.runner import FAILURE_FILE, record_failure
 
 EXPERIMENT_KEYS = ("name", "description", "base", "runs", "repeat", "seeds")
 RESERVED_SETTINGS = ("out_dir", "wandb_group")
 """Settings an experiment sets itself: the run folder and the W&B group."""
 RUN_FILES = ("config.yaml", "metrics.jsonl", "model.npz", "results.json", "learning_curves.png",
              "confusion_matrix.png")
-FAILURE_FILE = "failure.json"
 SUMMARY_FILE = "summary.json"
 _FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -271,19 +270,12 @@ def _clear_run_folder(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _epochs_logged(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    return len(read_metrics(path)) if path.is_file() else 0
-
-
 def _record_failure(run: PlannedRun, exc: Exception) -> RunOutcome:
     """Write ``failure.json`` into the run's folder and return the failed outcome."""
     out = Path(run.config.out_dir)
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    epochs = _epochs_logged(out)
-    atomic_write_text(out / FAILURE_FILE, json.dumps(
-        {"error": type(exc).__name__, "message": message, "epochs_completed": epochs}, indent=2))
-    return RunOutcome(run.name, out, "failed", epochs=epochs, error=f"{type(exc).__name__}: {message}")
+    info = record_failure(out, exc)
+    return RunOutcome(run.name, out, "failed", epochs=info["epochs_completed"],
+                      error=f"{info['error']}: {info['message']}")
 
 
 def run_one(run: PlannedRun, progress: bool = True) -> RunOutcome:

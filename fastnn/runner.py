@@ -9,6 +9,7 @@ Writes into the run's output folder:
 ``model.npz``         the checkpoint (weights, optimizer state, class names, normalisation)
 ``results.json``      test metrics, confusion matrix, classification report, timings
 ``learning_curves.png``, ``confusion_matrix.png``
+``failure.json``      only when training raised: the error, its message, epochs completed
 ====================  =========================================================================
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fastnn.augment import Augmentation
-from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar
+from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar, read_metrics
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
 from fastnn.fileio import atomic_write_text
@@ -51,6 +52,18 @@ class RunResult:
     def best_val_accuracy(self) -> float | None:
         values = [e["val_accuracy"] for e in self.history if "val_accuracy" in e]
         return max(values) if values else None
+
+
+FAILURE_FILE = "failure.json"
+
+
+def record_failure(out: Path, exc: BaseException) -> dict:
+    """Write ``failure.json`` (error type, one-line message, epochs completed) into ``out``."""
+    metrics = out / "metrics.jsonl"
+    info = {"error": type(exc).__name__, "message": " ".join(str(exc).split()) or type(exc).__name__,
+            "epochs_completed": len(read_metrics(metrics)) if metrics.is_file() else 0}
+    atomic_write_text(out / FAILURE_FILE, json.dumps(info, indent=2))
+    return info
 
 
 def default_out_dir(config: RunConfig) -> Path:
@@ -106,6 +119,7 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
+    (out / FAILURE_FILE).unlink(missing_ok=True)
     config.save(out / "config.yaml")
 
     ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
@@ -136,7 +150,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                     validation_data=validation)
     except KeyboardInterrupt:
         interrupted = True
-    except BaseException:
+    except Exception as exc:
+        record_failure(out, exc)
         if tracker is not None:
             tracker.finish(exit_code=1)
         raise

@@ -177,3 +177,16 @@ def test_train_logs_an_offline_wandb_run(tmp_path):
     assert wandb_records.config(records)["optimizer"] == "adam"
     assert [a.type for a in wandb_records.artifacts(records)].count("model") == 1
     assert wandb_records.summary(records)["test_accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_a_one_line_error_and_leaves_failure_json(runner, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--backend", "numpy", "--optimizer", "sgd", "--lr", "1e6",
+                                  "--limit", "600", "--epochs", "3", "--hidden", "16", "--quiet",
+                                  "--no-wandb", "--out-dir", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the training loss became" in result.output
+    failure = json.loads((out / "failure.json").read_text())
+    assert failure["error"] == "TrainingDivergedError" and "lower the learning rate" in failure["message"]
+    assert not (out / "results.json").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastnn.callbacks import read_metrics
 from fastnn.config import read_config_file
-from fastnn.experiments import FAILURE_FILE
+from fastnn.runner import FAILURE_FILE
 
 
 class ReportError(ValueError):
