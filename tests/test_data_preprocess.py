@@ -138,3 +138,18 @@ def test_no_validation_and_scale_and_none(fmnist):
 def test_parameter_errors(fmnist, kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_dataset("fmnist", data_dir=fmnist[0], **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1400, 32, 32, 3), (6000, 28, 28, 1)])
+def test_parallel_normalisation_is_bit_identical_to_numpy(monkeypatch, shape, dtype):
+    """Large uint8 inputs take the compiled two-thread path; it must give NumPy's exact floats."""
+    from fastnn.data import preprocess
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, shape, dtype=np.uint8)
+    mean, std = np.array([120.5, 110.25, 99.75])[: shape[-1]], np.array([60.1, 55.3, 50.2])[: shape[-1]]
+    assert X.size >= preprocess.PARALLEL_MIN_PIXELS
+    fast = preprocess.apply_normalization(X, mean, std, dtype)
+    monkeypatch.setattr(preprocess, "PARALLEL_MIN_PIXELS", 1 << 62)
+    np.testing.assert_array_equal(fast, preprocess.apply_normalization(X, mean, std, dtype))
