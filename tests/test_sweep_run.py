@@ -427,3 +427,22 @@ def test_wandb_engine_creates_the_sweep_and_runs_each_agent_run_as_a_trial(tmp_p
     for (config, kwargs), run_id in zip(trained, ("r1", "r2")):
         assert config.out_dir == str(tmp_path / "out" / "trials" / run_id)
         assert (config.wandb_group, config.wandb_mode, kwargs) == ("tiny", "online", {"progress": False})
+
+
+@pytest.mark.slow
+def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    """A worker killed between creating a trial and recording its first heartbeat leaves a
+    RUNNING trial that Optuna alone would never call stale; the next worker adopts it."""
+    path = write_sweep(tmp_path / "tiny.yaml", method="random")
+    sweep_dir = tmp_path / "out"
+    assert sweep_cli(path, "--trials", 1, "--sweep-dir", sweep_dir).exit_code == 0
+    storage = open_storage(f"sqlite:///{sweep_dir / 'study.db'}", heartbeat_interval=1, grace_period=2)
+    orphan = optuna.load_study(study_name="tiny", storage=storage).ask()  # the "dead worker's" trial
+    result = sweep_cli(path, "--trials", 3, "--sweep-dir", sweep_dir, "--heartbeat-interval", 1,
+                       "--grace-period", 2)
+    assert result.exit_code == 0, result.output
+    trials = load_trials(sweep_dir)
+    assert trials[orphan.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("retry_history") == [orphan.number]]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert len(counted_trials(trials)) == 3 and all(t.state != TrialState.RUNNING for t in trials)

@@ -276,8 +276,28 @@ def _fail_stale(study: optuna.Study) -> None:
         fail_stale_trials(study)
 
 
-def _next_trial(study: optuna.Study, settings: StudySettings) -> tuple[optuna.Trial | None, bool]:
+def _adopt_orphans(study: optuna.Study, storage: optuna.storages.RDBStorage) -> list[int]:
+    """Give a first heartbeat to RUNNING trials that have none; returns their numbers.
+
+    Workers create a trial and record its first heartbeat under the study lock, so, seen under
+    that lock, a running trial without a heartbeat belongs to a worker that died between the two.
+    Optuna never counts such a trial as stale (it has no heartbeat to be late); with one recorded
+    now it goes stale after the grace period and is failed and retried like any other.
+    """
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    with _create_scoped_session(storage.scoped_session) as session:
+        orphans = [t for t in running if models.TrialHeartbeatModel.where_trial_id(t._trial_id, session) is None]
+    for trial in orphans:
+        storage.record_heartbeat(trial._trial_id)
+    return [t.number for t in orphans]
+
+
+def _next_trial(study: optuna.Study, settings: StudySettings, storage) -> tuple[optuna.Trial | None, bool]:
     """Under the study lock: (a new or queued trial, or None; whether others still run trials)."""
+    _adopt_orphans(study, storage)
     _fail_stale(study)
     trials = study.get_trials(deepcopy=False)
     if target_reached(trials, settings.spec):
@@ -306,7 +326,7 @@ def run_worker(settings: StudySettings, echo=print) -> int:
     ran = 0
     while True:
         with lock.hold():
-            trial, others_running = _next_trial(study, settings)
+            trial, others_running = _next_trial(study, settings, storage)
             if trial is not None:
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 storage.record_heartbeat(trial_id)
