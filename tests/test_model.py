@@ -8,7 +8,6 @@ import pytest
 import fastnn
 from fastnn.backend import get_backend
 
-from backend_grid import BACKENDS
 
 
 def test_params_are_views_into_one_arena_weights_first():
