@@ -190,3 +190,32 @@ def test_a_diverging_run_is_a_one_line_error_and_leaves_failure_json(runner, tmp
     failure = json.loads((out / "failure.json").read_text())
     assert failure["error"] == "TrainingDivergedError" and "lower the learning rate" in failure["message"]
     assert not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_writing_a_checkpoint(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn.cli", "train", "--backend", "numpy",
+                             "--limit", "3000", "--epochs", "500", "--hidden", "32", "--quiet",
+                             "--no-wandb", "--out-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training never got going"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Interrupted after" in stderr and "checkpoint saved to" in stderr and "Traceback" not in stderr
+    ckpt = fastnn.load_checkpoint(out / "model.npz")
+    assert ckpt.metadata["interrupted"] is True
+    assert 2 <= ckpt.metadata["epochs_completed"] < 500
+    assert ckpt.build_optimizer().step_count > 0
+    assert not (out / "results.json").exists()
