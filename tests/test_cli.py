@@ -203,7 +203,10 @@ def test_ctrl_c_stops_after_writing_a_checkpoint(tmp_path):
                              "--limit", "3000", "--epochs", "500", "--hidden", "32", "--quiet",
                              "--no-wandb", "--out-dir", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # a job started in the background of a non-interactive shell (as CI
+                            # may be) inherits SIGINT ignored, and Python then keeps ignoring it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
