@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastnn.data import apply_normalization, load_dataset
-from fastnn.data.preprocess import channel_stats, stratified_take
+from fastnn.data.preprocess import channel_stats
+from fastnn.splits import stratified_take
 
 isolated = data_fixtures.isolated  # fixtures, shared by the data tests
 

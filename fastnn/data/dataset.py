@@ -15,12 +15,12 @@ from fastnn.data.cache import (cache_root, decoded_dir, fingerprint, read_meta, 
 from fastnn.data.checksums import check_official
 from fastnn.data.download import fetch
 from fastnn.data.errors import DataError
-from fastnn.data.preprocess import (NORMALIZATIONS, apply_normalization, normalization_stats,
-                                    stratified_take)
+from fastnn.data.preprocess import NORMALIZATIONS, apply_normalization, normalization_stats
 from fastnn.data.rawdata import RawData, check_raw
 from fastnn.data.registry import get_spec
 from fastnn.data.sources import (Location, locate, official_files, offline_options, read_location,
                                  search_roots, source_files)
+from fastnn.splits import stratified_take
 
 DTYPES = ("float32", "float64")
 

@@ -15,26 +15,6 @@ NORMALIZATIONS = ("standardize", "scale", "none")
 STATS_CHUNK = 512  # images per float64 chunk in channel_stats
 
 
-def stratified_take(y: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split the indices of `y` into (taken, rest), `taken` of size `k`, stratified by label.
-
-    Each class gives a share of `k` proportional to its count (largest-remainder rounding, ties to
-    the lower label), drawn at random with `rng`. Both index arrays are sorted ascending, so the
-    original order of the examples is kept. Requires 0 <= k <= len(y).
-    """
-    labels, counts = np.unique(y, return_counts=True)
-    exact = counts * (k / len(y)) if len(y) else counts.astype(float)
-    quota = np.floor(exact).astype(np.int64)
-    short = k - int(quota.sum())
-    if short:
-        quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
-    taken = [rng.permutation(np.flatnonzero(y == label))[:q] for label, q in zip(labels, quota)]
-    taken_idx = np.sort(np.concatenate(taken)) if taken else np.empty(0, np.int64)
-    mask = np.ones(len(y), dtype=bool)
-    mask[taken_idx] = False
-    return taken_idx, np.flatnonzero(mask)
-
-
 def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and (population) std, float64 of shape (C,), of uint8 images (N, H, W, C).
 
