@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import functools
 
-from fastnn.backend import BACKEND_NAMES as BACKENDS
-from fastnn.benchmarking import gemm_step, median_seconds
+import pytest
 
-__all__ = ["BACKENDS", "gemm_seconds", "finish_extra_info"]
+from fastnn.backend import BACKEND_NAMES as BACKENDS
+from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS, gemm_step, median_seconds
+
+__all__ = ["BACKENDS", "OPTIMIZERS", "over", "gemm_seconds", "finish_extra_info"]
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
+AXES = {"backend": BACKENDS, "batch": BATCH_SIZES, "dtype": DTYPES, "model": tuple(MODELS),
+        "optimizer": OPTIMIZERS}
+
+
+def over(*axes: str):
+    """Parametrize a benchmark over the named axes of the grid; test ids list them in this order
+    (e.g. ``over("backend", "batch", "dtype", "model")`` gives ``[numba-128-float32-784-256-128-10]``)."""
+
+    def decorate(function):
+        for axis in axes:
+            function = pytest.mark.parametrize(axis, AXES[axis])(function)
+        return function
+
+    return decorate
 
 
 @functools.lru_cache(maxsize=None)

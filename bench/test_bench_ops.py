@@ -8,14 +8,11 @@ model's arena. ``extra_info`` holds samples/s and, for dense ops, GFLOP/s.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import fastnn
-from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS
+from fastnn.benchmarking import MODELS
 
-from bench_helpers import BACKENDS, finish_extra_info
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
+from bench_helpers import finish_extra_info, over
 
 
 def dense_operands(sizes, batch, dtype):
@@ -27,10 +24,7 @@ def dense_operands(sizes, batch, dtype):
     return X, W, b, np.empty((batch, h), dtype)
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@over("backend", "batch", "dtype", "model")
 def test_dense_forward(benchmark, backend, batch, dtype, model):
     be = fastnn.get_backend(backend)
     X, W, b, out = dense_operands(MODELS[model], batch, dtype)
@@ -40,10 +34,7 @@ def test_dense_forward(benchmark, backend, batch, dtype, model):
     finish_extra_info(benchmark)
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@over("backend", "batch", "dtype", "model")
 def test_dense_backward(benchmark, backend, batch, dtype, model):
     be = fastnn.get_backend(backend)
     X, W, b, Y = dense_operands(MODELS[model], batch, dtype)
@@ -56,9 +47,7 @@ def test_dense_backward(benchmark, backend, batch, dtype, model):
     finish_extra_info(benchmark)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@over("backend", "batch", "dtype")
 def test_softmax_cross_entropy(benchmark, backend, batch, dtype):
     be = fastnn.get_backend(backend)
     rng = np.random.default_rng(0)
@@ -71,10 +60,7 @@ def test_softmax_cross_entropy(benchmark, backend, batch, dtype):
     finish_extra_info(benchmark)
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("backend", BACKENDS)
+@over("backend", "optimizer", "dtype", "model")
 def test_optimizer_step(benchmark, backend, optimizer, dtype, model):
     net = fastnn.FFNN(list(MODELS[model]), backend=backend, dtype=dtype, seed=0)
     net.grad_arena[:] = np.random.default_rng(0).standard_normal(net.n_params) * 1e-3

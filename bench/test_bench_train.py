@@ -14,19 +14,16 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.benchmarking import (BATCH_SIZES, DTYPES, MODELS, TORCH_MISSING, fastnn_step,
-                                 synthetic_batch, torch_available, torch_step)
+from fastnn.benchmarking import (MODELS, TORCH_MISSING, fastnn_step, synthetic_batch,
+                                 torch_available, torch_step)
 
-from bench_helpers import BACKENDS, finish_extra_info
+from bench_helpers import finish_extra_info, over
 
 EPOCH_SAMPLES = 60_000
 SMOKE_EPOCH_SAMPLES = 1_024  # an untimed smoke run only checks that the epoch loop works
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@over("backend", "batch", "dtype", "model")
 def test_training_step(benchmark, roofline, backend, batch, dtype, model):
     sizes = MODELS[model]
     roofline(sizes, batch, dtype, samples_per_call=batch)
@@ -34,9 +31,7 @@ def test_training_step(benchmark, roofline, backend, batch, dtype, model):
     finish_extra_info(benchmark)
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", BATCH_SIZES)
+@over("batch", "dtype", "model")
 def test_training_step_pytorch_peer(benchmark, roofline, batch, dtype, model):
     if not torch_available():
         pytest.skip(TORCH_MISSING)
@@ -60,10 +55,7 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", BATCH_SIZES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@over("backend", "batch", "dtype", "model")
 def test_epoch(benchmark, roofline, backend, batch, dtype, model):
     sizes = MODELS[model]
     n = SMOKE_EPOCH_SAMPLES if benchmark.disabled else EPOCH_SAMPLES
