@@ -2,6 +2,8 @@
 
 The loop gathers each batch into buffers made once per ``fit`` (through the backend's
 ``gather_rows``), calls ``model._loss_and_grad`` and ``optimizer.step``, and reports to callbacks.
+Like the model, it validates the data once per ``fit`` and then calls the backend's
+implementations directly on buffers and indices it made itself.
 Batch order comes from ``model.shuffle_rng``, so a seed fixes it on every backend.
 """
 
@@ -172,7 +174,8 @@ class Trainer:
                 for start in range(0, n, bs):
                     idx = order[start: start + bs]
                     m = idx.shape[0]
-                    xb = model.backend.gather_rows(X, idx, x_buf[:m])
+                    xb = x_buf[:m]
+                    model.backend._gather_rows(X, idx, xb)  # indices from our permutation
                     yb = np.take(y, idx, axis=0, out=y_buf[:m])
                     if self.augment is not None:
                         xb = self.augment(model, xb)
@@ -183,7 +186,8 @@ class Trainer:
                             f"{self.global_step + 1} (lr={self.optimizer.lr}); lower the learning "
                             f"rate, standardise the inputs, or add gradient clipping.")
                     if self.max_grad_norm is not None:
-                        self.last_grad_norm = model.backend.clip_grad_norm(model.grad_arena, self.max_grad_norm)
+                        self.last_grad_norm = float(model.backend._clip_grad_norm(model.grad_arena,
+                                                                                  self.max_grad_norm))
                     self.optimizer.step()
                     self.global_step += 1
                     total += data_loss * m
