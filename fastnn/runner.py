@@ -28,8 +28,9 @@ from fastnn.augment import Augmentation
 from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar, read_metrics
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
+from fastnn.data.tabular import is_table_path
 from fastnn.fileio import atomic_write_text
-from fastnn.metrics import classification_report, confusion_matrix
+from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
 from fastnn.schedules import LRSchedule
@@ -68,7 +69,7 @@ def record_failure(out: Path, exc: BaseException) -> dict:
 
 def default_out_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("runs") / f"{config.dataset}-{stamp}"
+    return Path("runs") / f"{Path(config.dataset).stem if is_table_path(config.dataset) else config.dataset}-{stamp}"
 
 
 def build_model(config: RunConfig, n_inputs: int, n_classes: int) -> FFNN:
@@ -94,14 +95,30 @@ def build_optimizer(config: RunConfig, model: FFNN):
         raise ConfigError(str(exc)) from None
 
 
-def check_config(config: RunConfig) -> tuple[FFNN, object]:
+def check_config(config: RunConfig, dataset=None) -> tuple[FFNN, object]:
     """Build model and optimizer from ``config`` without loading data: every setting is checked
-    before anything slow runs. Returns (model, optimizer)."""
+    before anything slow runs. Returns (model, optimizer). A file dataset must be given loaded
+    (its shape comes from the file); a regression dataset gets the MSE (identity) head."""
     from fastnn.data import get_spec
 
-    spec = get_spec(config.dataset)
-    model = build_model(config, math.prod(spec.image_shape), spec.n_classes)
+    if dataset is not None and dataset.task == "regression":
+        config = config.replace(loss="mse")
+        model = build_model(config, dataset.X_train.shape[1], dataset.y_train.shape[1])
+    elif dataset is not None:
+        model = build_model(config, dataset.X_train.shape[1], len(dataset.class_names))
+    else:
+        spec = get_spec(config.dataset)
+        model = build_model(config, math.prod(spec.image_shape), spec.n_classes)
     return model, build_optimizer(config, model)
+
+
+def load_run_dataset(config: RunConfig):
+    """The :class:`fastnn.data.Dataset` a config trains on (built-in name or table file)."""
+    from fastnn.data import load_dataset
+
+    return load_dataset(config.dataset, data_dir=config.data_dir, validation_split=config.validation_split,
+                        limit=config.limit, seed=config.seed, normalize=config.normalize, dtype=config.dtype,
+                        target=config.target, task=config.task)
 
 
 def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
@@ -113,18 +130,19 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     A KeyboardInterrupt stops training cleanly: the checkpoint is written and the result has
     ``interrupted=True``. Other errors propagate after W&B is told the run failed.
     """
-    from fastnn.data import load_dataset
-
-    model, optimizer = check_config(config)
+    if dataset is None and is_table_path(config.dataset):  # its shape comes from the file
+        dataset = load_run_dataset(config)
+    if dataset is not None and is_table_path(config.dataset):  # record the (inferred) task
+        config = config.replace(task=dataset.task, **({"loss": "mse"} if dataset.task == "regression" else {}))
+    model, optimizer = check_config(config, dataset)
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILURE_FILE).unlink(missing_ok=True)
     config.save(out / "config.yaml")
 
-    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
-                                 validation_split=config.validation_split, limit=config.limit,
-                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
+    ds = dataset or load_run_dataset(config)
+    regression = ds.task == "regression"
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
     if progress:
         all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
@@ -134,6 +152,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
     tracker = _make_tracker(config, ds.class_names, out) if tracking else None
+    if regression and ds.X_val.shape[0]:  # before the tracker and metrics log read the epoch's logs
+        all_callbacks.insert(0, RegressionMetrics(ds.X_val, ds.y_val))
     if tracker is not None:
         all_callbacks.append(tracker)
     all_callbacks.extend(callbacks)
@@ -160,7 +180,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     metadata = {"dataset": ds.name, "class_names": list(ds.class_names), "normalize": ds.normalize,
                 "mean": np.asarray(ds.mean).tolist(), "std": np.asarray(ds.std).tolist(),
                 "image_shape": list(ds.image_shape), "config": config.to_dict(),
-                "epochs_completed": len(trainer.history), "interrupted": interrupted}
+                "epochs_completed": len(trainer.history), "interrupted": interrupted,
+                "task": ds.task, "target": ds.target, "feature_names": list(ds.feature_names)}
     checkpoint = save(model, out / "model.npz", optimizer=optimizer, metadata=metadata)
     result = RunResult(out, config, trainer.history.epochs, checkpoint=checkpoint,
                        interrupted=interrupted, train_seconds=train_seconds)
@@ -169,6 +190,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
             tracker.finish(exit_code=1)
         return result
 
+    if regression:
+        return _finish_regression(result, model, ds, trainer, tracker, checkpoint, train_seconds)
     evaluation = evaluate_model(model, ds.X_test, ds.y_test, ds.class_names)
     y_pred = evaluation.pop("y_pred")
     result.test = {"loss": evaluation["loss"], "accuracy": evaluation["accuracy"]}
@@ -198,6 +221,46 @@ def evaluate_model(model: FFNN, X: np.ndarray, y: np.ndarray, class_names) -> di
     return {"loss": scores["loss"], "accuracy": scores["accuracy"], "n_samples": int(y.shape[0]),
             "class_names": list(class_names), "confusion_matrix": cm.tolist(), "report": report,
             "y_pred": y_pred}
+
+
+def evaluate_regression(model: FFNN, X: np.ndarray, y: np.ndarray, target_names) -> dict:
+    """Loss (MSE), MAE, RMSE and R² (scikit-learn's definitions) of ``model`` on ``(X, y)``.
+
+    y : (N, k) real targets. JSON-ready except ``"y_pred"`` (N, k), which callers pop.
+    """
+    y_pred = model.predict_proba(X)
+    scores = regression_metrics(y, y_pred)
+    return {"loss": model.evaluate(X, y)["loss"], **scores, "n_samples": int(y.shape[0]),
+            "target_names": list(target_names), "y_pred": y_pred}
+
+
+class RegressionMetrics(Callback):
+    """Adds ``val_mae``, ``val_rmse`` and ``val_r2`` to each epoch's logs (regression runs)."""
+
+    def __init__(self, X_val: np.ndarray, y_val: np.ndarray):
+        self.X_val, self.y_val = X_val, y_val
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        scores = regression_metrics(self.y_val, trainer.model.predict_proba(self.X_val))
+        logs.update({f"val_{k}": v for k, v in scores.items()})
+
+
+def _finish_regression(result: RunResult, model, ds, trainer, tracker, checkpoint, train_seconds) -> RunResult:
+    """results.json, plots and W&B summary of a regression run: MAE, RMSE, R² instead of accuracy."""
+    from fastnn.plots import plot_learning_curves
+
+    evaluation = evaluate_regression(model, ds.X_test, ds.y_test, ds.class_names)
+    evaluation.pop("y_pred")
+    result.test = {k: evaluation[k] for k in ("loss", "mae", "rmse", "r2")}
+    plots = {"learning_curves": plot_learning_curves(trainer.history.epochs,
+                                                     result.out_dir / "learning_curves.png")}
+    summary = {**{f"test_{k}": v for k, v in result.test.items()}, "train_seconds": train_seconds,
+               "epochs_completed": len(trainer.history), "task": "regression"}
+    atomic_write_text(result.out_dir / "results.json", json.dumps({**summary, **evaluation}, indent=2))
+    if tracker is not None:
+        tracker.log_regression(summary=summary, plot_paths=plots, checkpoint_path=checkpoint)
+        tracker.finish()
+    return result
 
 
 def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:

@@ -34,6 +34,8 @@ class Dataset:
     `mean`, `std`: float64 (C,), on raw 0..255 pixel values; X = (raw - mean) / std, so
     `fastnn.data.apply_normalization(raw, ds.mean, ds.std)` re-applies the preprocessing.
     `source`: where the data was read from.
+    Tables (`fastnn.data.tabular`): `task` "classification" or "regression" (then y_* are float
+    (N, k) targets and `class_names` the target names), `target` the label column, `feature_names`.
     """
 
     name: str
@@ -49,6 +51,9 @@ class Dataset:
     mean: np.ndarray
     std: np.ndarray
     normalize: str
+    task: str = "classification"
+    target: str | None = None
+    feature_names: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={self.X_train.shape}, val={self.X_val.shape}, "
@@ -130,8 +135,10 @@ def _subset(y: np.ndarray, limit: int | None, pname: str, rng: np.random.Generat
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validation_split: float = 0.1,
                  limit: int | None = None, limit_test: int | None = None, seed: int = 0,
                  normalize: str = "standardize", flatten: bool = True, dtype: str = "float32",
-                 download: bool = True, cache: bool = True) -> Dataset:
-    """Load, split and normalise a dataset ("fashion-mnist" or "cifar10", or an alias).
+                 download: bool = True, cache: bool = True, target: str | None = None,
+                 task: str | None = None) -> Dataset:
+    """Load, split and normalise a dataset ("fashion-mnist" or "cifar10", or an alias), or a
+    table file (.csv, .parquet, .npz; `target` and `task` as in `fastnn.data.tabular`).
 
     Parameters
     ----------
@@ -150,6 +157,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validatio
     Raises ValueError for bad parameters and DataError for missing or bad data.
     """
     _check_params(validation_split, limit, limit_test, normalize, dtype)
+    from fastnn.data.tabular import is_table_path, load_table_dataset
+
+    if is_table_path(name):
+        return load_table_dataset(name, target=target, task=task, validation_split=validation_split,
+                                  limit=limit, seed=seed, normalize=normalize, dtype=dtype)
     spec = get_spec(name)
     raw, location = load_source(spec.name, data_dir, download, cache)
     rng = np.random.default_rng(seed)
