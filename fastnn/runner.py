@@ -133,7 +133,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     if dataset is None and is_table_path(config.dataset):  # its shape comes from the file
         dataset = load_run_dataset(config)
     if dataset is not None and is_table_path(config.dataset):  # record the (inferred) task
-        config = config.replace(task=dataset.task, **({"loss": "mse"} if dataset.task == "regression" else {}))
+        config = config.replace(task=dataset.task, dataset=str(Path(config.dataset).resolve()),
+                                **({"loss": "mse"} if dataset.task == "regression" else {}))
     model, optimizer = check_config(config, dataset)
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
