@@ -78,7 +78,8 @@ def _read_arrow(path: Path):
         if path.suffix.lower() == ".csv":
             import pyarrow.csv as pacsv
 
-            return pacsv.read_csv(path)
+            # an empty cell is a missing value in every column, strings included
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
         import pyarrow.parquet as pq
 
         return pq.read_table(path)
