@@ -13,7 +13,10 @@ scikit-learn name          fastnn meaning
 ``activation``             hidden activation; also fastnn's leaky_relu, softplus, gelu
 ``alpha``                  L2 strength as in scikit-learn, which adds (α/2)·Σ‖W‖² / B to
                            the mean loss of a batch of B rows; fastnn's penalty is (λ/2)·Σ‖W‖²
-                           on the mean loss, so the network gets λ = α / batch_size
+                           on the mean loss, so the network gets λ = α / batch_size, with
+                           the batch size as set (200 for ``"auto"``, never clipped to the
+                           data: so λ does not depend on the number of rows, and integer
+                           sample weights stay equivalent to repeated rows)
 ``batch_size``             ``"auto"`` = min(200, n_samples)
 ``init``                   ``"xavier_uniform"`` (Glorot uniform, scikit-learn's init; it uses
                            a smaller bound for the logistic activation)
@@ -192,7 +195,8 @@ class _BaseMLP(BaseEstimator):
         options = {"threads": self.threads} if self.backend == "numba" and self.threads else {}
         activation = "sigmoid" if self.activation == "logistic" else self.activation
         return FFNN([n_inputs, *self._hidden(), n_outputs], activation=activation, output=self._output,
-                    l2=self.alpha / self._batch_size(n_samples), label_smoothing=getattr(self, "label_smoothing", 0.0),
+                    l2=self.alpha / (200 if self.batch_size == "auto" else self.batch_size),
+                    label_smoothing=getattr(self, "label_smoothing", 0.0),
                     dropout=self.dropout, init=self.init, backend=get_backend(self.backend, **options),
                     dtype=dtype, seed=seed)
 
@@ -315,7 +319,9 @@ class _BaseMLP(BaseEstimator):
         opt = state.pop("_optimizer", None)
         if net is not None:
             state["_net_state"] = {"config": net.config(), "params": net.arena.copy(),
-                                   "backend": net.backend.name}
+                                   "backend": net.backend.name,
+                                   "rngs": (net.shuffle_rng.bit_generator.state,
+                                            net.noise_rng.bit_generator.state)}
             state["_optimizer_state"] = opt.state_dict() if opt is not None else None
         return state
 
@@ -329,6 +335,7 @@ class _BaseMLP(BaseEstimator):
             options = {"threads": self.threads} if net_state["backend"] == "numba" and self.threads else {}
             self.net_ = FFNN(**net_state["config"], backend=get_backend(net_state["backend"], **options))
             self.net_.copy_params_from(net_state["params"])
+            self.net_.shuffle_rng.bit_generator.state, self.net_.noise_rng.bit_generator.state = net_state["rngs"]
             self._optimizer = self._build_optimizer(self.net_)
             if opt_state is not None:
                 self._optimizer.load_state_dict(opt_state)
