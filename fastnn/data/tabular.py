@@ -72,7 +72,11 @@ def _ragged_line(path: Path) -> str:
 
 
 def _read_arrow(path: Path):
-    import pyarrow as pa
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise DataError(f"{path}: reading {path.suffix} files needs pyarrow: pip install "
+                        f"'fastnn[tabular]'.") from None
 
     try:
         if path.suffix.lower() == ".csv":
