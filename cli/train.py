@@ -69,15 +69,16 @@ def _train_command():
         if no_wandb:
             config = config.replace(wandb_mode="disabled")
         dataset = None
-        from fastnn.data.tabular import is_table_path
+        from fastnn.data.tabular import is_own_dataset
 
-        if is_table_path(config.dataset):  # read the file first, to say what task it is
+        if is_own_dataset(config.dataset):  # read the file first, to say what task it is
             from fastnn.runner import load_run_dataset
 
             dataset = load_run_dataset(config)
             how = "given by --task" if config.task else f"inferred: {dataset.task_reason}; --task overrides"
-            click.echo(f"{dataset.name}: {dataset.X_train.shape[0]} training rows, "
-                       f"{len(dataset.feature_names)} features, target {dataset.target!r}; task "
+            what = (f"{len(dataset.feature_names)} features, target {dataset.target!r}" if dataset.feature_names
+                    else f"{'x'.join(map(str, dataset.image_shape))} images, {len(dataset.class_names)} classes")
+            click.echo(f"{dataset.name}: {dataset.X_train.shape[0]} training rows, {what}; task "
                        f"{dataset.task} ({how})")
         result = run_training(config, progress=not quiet, dataset=dataset)
         out = result.out_dir

@@ -37,8 +37,8 @@ class RunConfig:
     """
 
     # data
-    dataset: str = _opt("fashion-mnist", "Dataset: fashion-mnist, cifar10, or a .csv, .parquet or .npz "
-                        "file of your own.", "dataset", "data")
+    dataset: str = _opt("fashion-mnist", "Dataset: fashion-mnist, cifar10, or your own .csv, .parquet or "
+                        ".npz file, or image folder (train/<class>/<image>).", "dataset", "data")
     target: str | None = _opt(None, "Target (label) column of a .csv or .parquet dataset.", "str", "data",
                               optional=True)
     task: str | None = _opt(None, "classification or regression (default: inferred from the target, "
@@ -267,9 +267,9 @@ def parse_value(f: dataclasses.Field, value: object, source: str = "config"):
         raise _fail(source, f.name, "true or false", value)
     if kind == "dataset":
         from fastnn.data import DATASETS, DataError, get_spec
-        from fastnn.data.tabular import is_table_path
+        from fastnn.data.tabular import is_own_dataset
 
-        if is_table_path(value):
+        if is_own_dataset(value):
             return str(value)
 
         try:

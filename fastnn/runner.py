@@ -28,7 +28,7 @@ from fastnn.augment import Augmentation
 from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar, read_metrics
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
-from fastnn.data.tabular import is_table_path
+from fastnn.data.tabular import is_own_dataset
 from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
 from fastnn.model import FFNN
@@ -69,7 +69,7 @@ def record_failure(out: Path, exc: BaseException) -> dict:
 
 def default_out_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("runs") / f"{Path(config.dataset).stem if is_table_path(config.dataset) else config.dataset}-{stamp}"
+    return Path("runs") / f"{Path(config.dataset).stem if is_own_dataset(config.dataset) else config.dataset}-{stamp}"
 
 
 def build_model(config: RunConfig, n_inputs: int, n_classes: int) -> FFNN:
@@ -130,9 +130,9 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     A KeyboardInterrupt stops training cleanly: the checkpoint is written and the result has
     ``interrupted=True``. Other errors propagate after W&B is told the run failed.
     """
-    if dataset is None and is_table_path(config.dataset):  # its shape comes from the file
+    if dataset is None and is_own_dataset(config.dataset):  # its shape comes from the file
         dataset = load_run_dataset(config)
-    if dataset is not None and is_table_path(config.dataset):  # record the (inferred) task
+    if dataset is not None and is_own_dataset(config.dataset):  # record the (inferred) task
         config = config.replace(task=dataset.task, dataset=str(Path(config.dataset).resolve()),
                                 **({"loss": "mse"} if dataset.task == "regression" else {}))
     model, optimizer = check_config(config, dataset)

@@ -169,3 +169,29 @@ def test_predict_names_missing_feature_columns(tmp_path):
     (tmp_path / "x.csv").write_text("u,w\n1,2\n")
     result = run(["predict", tmp_path / "m.npz", tmp_path / "x.csv"], ok=False)
     assert "no column(s) ['v'], which the model was trained on" in result.output
+
+
+@pytest.mark.slow
+def test_image_folder_end_to_end(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for split, n in (("train", 30), ("test", 10)):
+        for k, cls in enumerate(["dark", "light"]):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(60 + 120 * k, 30, size=(6, 5, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels, "RGB").save(root / split / cls / f"{i}.png")
+    out = tmp_path / "run"
+    result = run(["train", "--dataset", root, "--out-dir", out, *FAST])
+    assert "6x5x3 images, 2 classes; task classification" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["class_names"] == ["dark", "light"] and results["n_samples"] == 20 and results["accuracy"] > 0.9
+    ckpt = fastnn.load_checkpoint(out / "model.npz")
+    assert ckpt.metadata["image_shape"] == [6, 5, 3] and len(ckpt.metadata["mean"]) == 3
+    raw = np.stack([np.asarray(Image.open(root / "test" / "light" / f"{i}.png")) for i in range(4)])
+    np.savez(tmp_path / "new.npz", X=raw)
+    header, rows = read_csv_text(run(["predict", out / "model.npz", tmp_path / "new.npz"]).output)
+    assert [r[0] for r in rows] == ["light"] * 4
+    assert json.loads(run(["evaluate", out / "model.npz", "--json"]).output)["accuracy"] == results["accuracy"]

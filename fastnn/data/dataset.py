@@ -138,7 +138,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validatio
                  download: bool = True, cache: bool = True, target: str | None = None,
                  task: str | None = None) -> Dataset:
     """Load, split and normalise a dataset ("fashion-mnist" or "cifar10", or an alias), or a
-    table file (.csv, .parquet, .npz; `target` and `task` as in `fastnn.data.tabular`).
+    table file (.csv, .parquet, .npz; `target` and `task` as in `fastnn.data.tabular`), or an
+    image folder (`fastnn.data.imagefolder`).
 
     Parameters
     ----------
@@ -157,11 +158,15 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validatio
     Raises ValueError for bad parameters and DataError for missing or bad data.
     """
     _check_params(validation_split, limit, limit_test, normalize, dtype)
+    from fastnn.data.imagefolder import is_image_folder, load_image_folder_dataset
     from fastnn.data.tabular import is_table_path, load_table_dataset
 
     if is_table_path(name):
         return load_table_dataset(name, target=target, task=task, validation_split=validation_split,
                                   limit=limit, seed=seed, normalize=normalize, dtype=dtype)
+    if is_image_folder(name):
+        return load_image_folder_dataset(name, validation_split=validation_split, limit=limit, seed=seed,
+                                         normalize=normalize, dtype=dtype)
     spec = get_spec(name)
     raw, location = load_source(spec.name, data_dir, download, cache)
     rng = np.random.default_rng(seed)

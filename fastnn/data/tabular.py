@@ -58,6 +58,13 @@ def is_table_path(name: object) -> bool:
     return isinstance(name, (str, os.PathLike)) and Path(name).suffix.lower() in TABLE_SUFFIXES
 
 
+def is_own_dataset(name: object) -> bool:
+    """Whether ``name`` is a dataset file or image folder of the user's (not a built-in name)."""
+    from fastnn.data.imagefolder import is_image_folder
+
+    return is_table_path(name) or is_image_folder(name)
+
+
 # ---------------------------------------------------------------------- reading
 def _ragged_line(path: Path) -> str:
     """Where the first CSV row whose field count differs from the header's is (for the message)."""
