@@ -127,6 +127,11 @@ def test_parquet_regression_end_to_end(tmp_path):
         torch_preds = scope["net"](torch.from_numpy(X.astype(np.float32))).numpy()[:, 0]
     np.testing.assert_allclose(torch_preds, preds, rtol=1e-5, atol=1e-4)
 
+    run(["report", tmp_path, "--out", tmp_path / "report"])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| test MAE | test RMSE | test R² |" in report and f"{results['test_r2']:.4f}" in report
+    assert "Confusion matri" not in report
+
 
 @pytest.mark.slow
 def test_npz_with_test_split_and_integer_labels(tmp_path):
