@@ -101,6 +101,8 @@ def check_config(config: RunConfig, dataset=None) -> tuple[FFNN, object]:
     (its shape comes from the file); a regression dataset gets the MSE (identity) head."""
     from fastnn.data import get_spec
 
+    if dataset is None and is_own_dataset(config.dataset):  # a file: its shape comes from reading it
+        dataset = load_run_dataset(config)
     if dataset is not None and dataset.task == "regression":
         config = config.replace(loss="mse")
         model = build_model(config, dataset.X_train.shape[1], dataset.y_train.shape[1])

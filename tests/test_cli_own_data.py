@@ -200,3 +200,22 @@ def test_image_folder_end_to_end(tmp_path):
     header, rows = read_csv_text(run(["predict", out / "model.npz", tmp_path / "new.npz"]).output)
     assert [r[0] for r in rows] == ["light"] * 4
     assert json.loads(run(["evaluate", out / "model.npz", "--json"]).output)["accuracy"] == results["accuracy"]
+
+
+@pytest.mark.slow
+def test_a_sweep_ranks_regression_trials_by_val_r2(tmp_path):
+    import yaml
+
+    from fastnn.sweeps.schema import parse_sweep
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    np.savez(tmp_path / "r.npz", X=X, y=X @ [1.0, -1.0, 2.0])
+    sweep = {"name": "reg", "method": "grid", "metric": {"name": "val_r2", "goal": "maximize"},
+             "parameters": {"lr": {"values": [0.001, 0.01]}, "dataset": {"value": str(tmp_path / "r.npz")},
+                            "hidden": {"value": "8"}, "epochs": {"value": 2}, "backend": {"value": "numpy"},
+                            "wandb_mode": {"value": "disabled"}}}
+    assert parse_sweep(sweep).metric == "val_r2"
+    (tmp_path / "reg.yaml").write_text(yaml.safe_dump(sweep))
+    output = run(["sweep", tmp_path / "reg.yaml", "--sweep-dir", tmp_path / "sweeps", "--no-wandb"]).output
+    assert output.count("COMPLETE val_r2=") == 2 and "best: trial" in output
