@@ -294,6 +294,9 @@ class _BaseMLP(BaseEstimator):
         elif n_outputs != self.net_.n_outputs:
             raise ValueError(f"y has {n_outputs} outputs but the fitted network has "
                              f"{self.net_.n_outputs}; fit again without warm_start.")
+        elif not incremental:  # warm_start: keep the weights, start a fresh optimizer (as scikit-learn)
+            self._optimizer = self._build_optimizer(self.net_)
+            self._no_improvement_count = 0
         weights = self._sample_weights(X, y, sample_weight)
         self._train(X, T, weights, 1 if incremental else self.max_iter, incremental, stratify)
         return self

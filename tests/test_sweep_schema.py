@@ -204,7 +204,8 @@ LR = {"lr": {"min": 0.001, "max": 0.1}}
     (sweep_dict(metric={"name": "val_loss", "goal": "minimize", "targ": 1}), "unknown key 'targ' in metric"),
     (sweep_dict(metric={"name": "val_f1", "goal": "maximize"}),
      "metric.name must be a metric training logs, one of ['val_loss', 'val_accuracy', 'loss', "
-     "'accuracy', 'test_loss', 'test_accuracy'] (or as logged to W&B: ['val/loss', "),
+     "'accuracy', 'test_loss', 'test_accuracy', 'val_mae', 'val_rmse', 'val_r2', 'test_mae', "
+     "'test_rmse', 'test_r2'] (or as logged to W&B: ['val/loss', "),
     (sweep_dict(metric={"name": "val_loss", "goal": "lowest"}), "metric.goal must be one of "
      "['minimize', 'maximize'], got 'lowest'"),
     (sweep_dict(metric={"name": "val_accuracy"}), "metric.goal must be given for val_accuracy"),
