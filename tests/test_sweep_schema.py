@@ -293,7 +293,8 @@ LR = {"lr": {"min": 0.001, "max": 0.1}}
      "stopped early, got 3"),
     (sweep_dict(metric={"name": "test_accuracy", "goal": "maximize"},
                 early_terminate={"type": "hyperband", "min_iter": 1}),
-     "early_terminate needs a metric logged every epoch (val_loss, val_accuracy, loss, accuracy); "
+     "early_terminate needs a metric logged every epoch (val_loss, val_accuracy, loss, accuracy, "
+     "val_mae, val_rmse, val_r2); "
      "test_accuracy is only known at the end"),
 ])
 def test_invalid_sweep_files_give_one_line_errors(raw, message):
