@@ -314,6 +314,27 @@ class _BaseMLP(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self.net_.predict_proba(X)
 
+    # ------------------------------------------------------------------ fastnn checkpoint
+    def save(self, path):
+        """Write the fitted network as a fastnn checkpoint (``.npz``, no pickle) whose metadata lets
+        ``fastnn predict`` and ``fastnn export`` use it: class (or target) names, feature names
+        (when fitted on a DataFrame) and the identity normalisation (the estimator sees its inputs
+        as given; a Pipeline's scaler is not part of the network). Returns the path written."""
+        from fastnn.checkpoint import save
+
+        check_is_fitted(self, "net_")
+        n = self.net_.n_inputs
+        classes = getattr(self, "classes_", None)
+        names = ([str(c) for c in classes] if classes is not None else
+                 [f"y{i}" for i in range(self.net_.n_outputs)] if self.net_.n_outputs > 1 else ["y"])
+        metadata = {"dataset": type(self).__name__, "class_names": names, "normalize": "none",
+                    "mean": [0.0] * n, "std": [1.0] * n, "image_shape": [1, 1, n],
+                    "task": "classification" if classes is not None else "regression",
+                    "feature_names": [str(f) for f in getattr(self, "feature_names_in_", [])],
+                    "estimator": {k: v for k, v in self.get_params().items()
+                                  if v is None or isinstance(v, (str, int, float, bool))}}
+        return save(self.net_, path, metadata=metadata)
+
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
         """The network and optimizer as plain arrays and dicts (no backend objects, no buffers)."""

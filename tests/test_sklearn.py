@@ -202,3 +202,24 @@ def test_integer_sample_weights_equal_repeated_rows(Estimator):
     method = "predict_proba" if Estimator is MLPClassifier else "predict"
     np.testing.assert_allclose(getattr(weighted, method)(X), getattr(repeated, method)(X), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-8)
+
+
+def test_estimator_save_works_with_fastnn_predict_and_export(tmp_path):
+    import onnxruntime as ort
+    from click.testing import CliRunner
+
+    from fastnn.cli.main import main
+
+    X, y = make_classification(n_samples=120, n_features=4, n_informative=3, n_redundant=0, n_classes=3,
+                               random_state=0)
+    labels = np.array(["ant", "bee", "cow"])[y]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0, backend="numpy").fit(X, labels)
+    path = clf.save(tmp_path / "clf.npz")
+    np.savez(tmp_path / "X.npz", X=X)
+    result = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "X.npz")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == list(clf.predict(X))
+    CliRunner().invoke(main, ["export", str(path), "--format", "onnx", "-o", str(tmp_path / "clf.onnx")],
+                       catch_exceptions=False)
+    probs = ort.InferenceSession(str(tmp_path / "clf.onnx")).run(["probabilities"], {"input": X.astype(np.float32)})[0]
+    np.testing.assert_allclose(probs, clf.predict_proba(X), atol=1e-5)
