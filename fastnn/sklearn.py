@@ -304,7 +304,7 @@ class _BaseMLP(BaseEstimator):
     def _sample_weights(self, X, y, sample_weight):
         if sample_weight is None:
             return None
-        return _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return _check_sample_weight(sample_weight, X, dtype=np.float64, copy=True)  # never the caller's array
 
     def _validation_score(self, X_val, T_val) -> float:
         raise NotImplementedError("need _validation_score")
