@@ -219,3 +219,21 @@ def test_a_sweep_ranks_regression_trials_by_val_r2(tmp_path):
     (tmp_path / "reg.yaml").write_text(yaml.safe_dump(sweep))
     output = run(["sweep", tmp_path / "reg.yaml", "--sweep-dir", tmp_path / "sweeps", "--no-wandb"]).output
     assert output.count("COMPLETE val_r2=") == 2 and "best: trial" in output
+
+
+def test_predict_applies_a_checkpoints_per_channel_image_normalisation(tmp_path):
+    from fastnn.data import apply_normalization
+
+    model = fastnn.FFNN([12, 3], seed=0)
+    mean, std = [10.0, 20.0, 30.0], [2.0, 4.0, 8.0]
+    fastnn.save(model, tmp_path / "m.npz", metadata={"dataset": "tiny", "mean": mean, "std": std,
+                                                     "image_shape": [2, 2, 3], "class_names": ["a", "b", "c"]})
+    raw = np.random.default_rng(0).integers(0, 256, size=(7, 2, 2, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", X=raw)
+    header, rows = read_csv_text(run(["predict", tmp_path / "m.npz", tmp_path / "images.npz", "--proba"]).output)
+    expected = model.predict_proba(apply_normalization(raw, mean, std))
+    np.testing.assert_allclose(np.array([[float(v) for v in r[1:]] for r in rows]), expected, rtol=1e-6)
+    assert [r[0] for r in rows] == [["a", "b", "c"][k] for k in expected.argmax(axis=1)]
+    np.savez(tmp_path / "wrong.npz", X=raw[:, :1])
+    result = run(["predict", tmp_path / "m.npz", tmp_path / "wrong.npz"], ok=False)
+    assert "rows have 6 values but the model takes 12 (2x2x3)" in result.output
