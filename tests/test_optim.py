@@ -79,7 +79,7 @@ def test_rmsprop_first_step_by_hand(backend):
 def test_adam_first_step_moves_by_lr(backend):
     # With bias correction, Adam's first step is lr * g / (|g| + eps') = lr * sign(g).
     model = tiny_model(backend)
-    opt = Adam(model, lr=0.01, eps=0.0)
+    opt = Adam(model, lr=0.01, eps=1e-300)  # eps must be > 0; 1e-300 vanishes next to |g| in float64
     traj = run_steps(opt, [[3.0, -0.5]])
     np.testing.assert_allclose(traj[0], [0.49, -0.24], rtol=1e-12)
     np.testing.assert_allclose(opt.exp_avg, [0.3, -0.05], rtol=1e-12)
@@ -95,7 +95,7 @@ def test_nadam_first_step_by_hand(backend):
     mu2 = 0.9 * (1 - 0.5 * 0.96 ** 0.008)
     expected = 0.5 - 0.01 * (1 + mu2 / (1 - mu1 * mu2) * 0.1)
     model = tiny_model(backend)
-    opt = NAdam(model, lr=0.01, eps=0.0)
+    opt = NAdam(model, lr=0.01, eps=1e-300)  # eps must be > 0; 1e-300 vanishes next to |g| in float64
     traj = run_steps(opt, [[3.0, -1.0]])
     assert traj[0, 0] == pytest.approx(expected, rel=1e-12)
     assert traj[0, 1] == pytest.approx(-0.25 + (0.5 - expected), rel=1e-12)  # same size, opposite sign
