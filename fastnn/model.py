@@ -139,6 +139,7 @@ class FFNN:
                 raise ValueError(f"activation must be one name or one per hidden layer ({n_hidden}), "
                                  f"got {len(hidden)}: {hidden}.")
         self.hidden_activations = tuple(resolve_activation(a).name for a in hidden)
+        self._activations = self.hidden_activations + ("identity",)
         rates = [dropout] * n_hidden if not isinstance(dropout, Sequence) else list(dropout)
         if len(rates) != n_hidden:
             raise ValueError(f"dropout must be one rate or one per hidden layer ({n_hidden}), got "
@@ -191,7 +192,7 @@ class FFNN:
     @property
     def activations(self) -> tuple[str, ...]:
         """Activation of every layer, the output layer's (always ``identity`` before the head) last."""
-        return self.hidden_activations + ("identity",)
+        return self._activations
 
     @property
     def n_inputs(self) -> int:
@@ -276,7 +277,8 @@ class FFNN:
         if not isinstance(y, np.ndarray) or not y.flags.c_contiguous:
             raise ValueError("train_step needs y as a C-contiguous array; validate it with check_y.")
         if y.ndim == 1:
-            if y.dtype != np.int64 or y.shape[0] != n or y.min() < 0 or y.max() >= self.n_outputs:
+            # one reduction for both bounds: negative labels are huge as uint64
+            if y.dtype != np.int64 or y.shape[0] != n or y.view(np.uint64).max() >= self.n_outputs:
                 raise ValueError(f"train_step needs y as ({n},) int64 labels in "
                                  f"[0, {self.n_outputs}); validate them with check_y.")
         elif not (self.output == "identity" and y.dtype == self.dtype

@@ -203,7 +203,8 @@ def test_train_step_reports_objective_data_loss_and_correct(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["float32 X", "list X", "fortran X", "wide X", "int32 labels",
-                                  "label out of range", "short labels", "float64 weights"])
+                                  "label out of range", "negative label", "short labels",
+                                  "float64 weights"])
 def test_train_step_refuses_unvalidated_batches(backend, case):
     model = fastnn.FFNN([4, 3], backend=backend, dtype="float64", seed=0)
     X, y, w = np.ones((6, 4)), np.zeros(6, np.int64), None
@@ -220,6 +221,8 @@ def test_train_step_refuses_unvalidated_batches(backend, case):
         y = y.astype(np.int32)
     elif case == "label out of range":
         y[2] = 3
+    elif case == "negative label":
+        y[4] = -1
     elif case == "short labels":
         y = y[:5]
     elif case == "float64 weights":
