@@ -39,6 +39,7 @@ from fastnn.validation import (
     check_dtype,
     check_features,
     check_float_range,
+    check_label_smoothing,
     check_labels,
     check_positive_int,
     check_sample_weight,
@@ -150,8 +151,7 @@ class FFNN:
             raise ValueError(f"The output {output!r} is not supported. Supported outputs are {list(OUTPUTS)}.")
         self.output = output.lower()
         self.l2 = check_float_range("l2", l2, 0.0)
-        self.label_smoothing = check_float_range("label_smoothing", label_smoothing, 0.0, 1.0,
-                                                 high_inclusive=False)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.init = resolve_init(init)
         self.init_std = check_float_range("init_std", init_std, 0.0, low_inclusive=False)
         self.dtype = check_dtype(dtype)

@@ -125,3 +125,9 @@ def check_sample_weight(sample_weight: object, n_samples: int, dtype: np.dtype,
     if not arr.any():
         raise ValueError(f"{name} must not be all zero: the weighted mean would be undefined.")
     return arr
+
+
+def check_label_smoothing(value: object, name: str = "label_smoothing") -> float:
+    """The one rule for label smoothing ε: a real number in [0, 1). (ε = 1 would make every
+    target uniform, so the loss would no longer depend on the labels.)"""
+    return check_float_range(name, value, 0.0, 1.0, high_inclusive=False)

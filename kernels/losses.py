@@ -82,7 +82,7 @@ def softmax_cross_entropy_rows(logits, labels, weights, weighted, probs, dlogits
     weighted : bool, whether ``weights`` are used.
     probs : (n, C) float, **overwritten** with ``softmax(logits)``.
     dlogits : (n, C) float, **overwritten** with the gradient of the batch-mean loss.
-    label_smoothing : ε in [0, 1].
+    label_smoothing : ε in [0, 1) (checked by the caller).
     total_weight : the mean's denominator over the whole batch: N, or ``Σ w`` (> 0) when weighted.
 
     Returns

@@ -82,6 +82,17 @@ def test_get_backend_returns_a_checked_backend_and_models_hold_the_fast_one():
         get_backend("cuda")
 
 
+def test_label_smoothing_has_one_rule_for_model_and_backends():
+    import fastnn
+
+    message = r"label_smoothing must be in \[0.0, 1.0\), got 1.0"
+    with pytest.raises(ValueError, match=message):
+        fastnn.FFNN([3, 2], label_smoothing=1.0)
+    for name in BACKENDS:
+        with pytest.raises(ValueError, match=message):
+            get_backend(name).softmax_cross_entropy(**cross_entropy_args(label_smoothing=1.0))
+
+
 def _private_calls_on_other_objects(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -162,6 +173,7 @@ BAD_CALLS = {
     "labels out of range": ("softmax_cross_entropy",
                             lambda: cross_entropy_args(labels=np.array([0, 4, 1]))),
     "smoothing above 1": ("softmax_cross_entropy", lambda: cross_entropy_args(label_smoothing=1.5)),
+    "smoothing of 1": ("softmax_cross_entropy", lambda: cross_entropy_args(label_smoothing=1.0)),
     "mse shape mismatch": ("mse", lambda: {"Y": f32(3, 4), "T": f32(4, 3), "dY": f32(3, 4)}),
     "l2 negative": ("l2_penalty", lambda: {"weights": f32(5), "dweights": f32(5), "l2": -1.0}),
     "dweights float64": ("l2_penalty", lambda: {"weights": f32(5), "dweights": np.ones(5), "l2": 0.1}),

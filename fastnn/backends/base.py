@@ -133,7 +133,7 @@ class Backend:
         labels : (N,) integer array with values in [0, C), read only.
         probs : (N, C) float, overwritten with ``softmax(logits)``.
         dlogits : (N, C) float, overwritten with ``∂L/∂logits``.
-        label_smoothing : ε in [0, 1].
+        label_smoothing : ε in [0, 1).
         sample_weight : (N,) float of the logits' dtype, finite and ≥ 0, read only; or None.
 
         Returns

@@ -20,7 +20,7 @@ import numpy as np
 
 from fastnn.activations import resolve_activation
 from fastnn.backends.base import Backend
-from fastnn.validation import check_float_range
+from fastnn.validation import check_float_range, check_label_smoothing
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -204,7 +204,7 @@ class CheckedBackend(Backend):
             check_float(name, a, 2, logits.dtype)
             check_shape(name, a, (N, C))
             check_writable(name, a)
-        label_smoothing = check_float_range("label_smoothing", label_smoothing, 0.0, 1.0)
+        label_smoothing = check_label_smoothing(label_smoothing)
         if N == 0:
             raise ValueError("softmax_cross_entropy needs at least one row, got N=0.")
         sample_weight = check_weights(sample_weight, N, logits.dtype)
