@@ -69,7 +69,7 @@ def _train_command():
         if no_wandb:
             config = config.replace(wandb_mode="disabled")
         dataset = None
-        from fastnn.data.tabular import is_own_dataset
+        from fastnn.data.own import is_own_dataset
 
         if is_own_dataset(config.dataset):  # read the file first, to say what task it is
             from fastnn.runner import load_run_dataset

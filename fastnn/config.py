@@ -267,7 +267,7 @@ def parse_value(f: dataclasses.Field, value: object, source: str = "config"):
         raise _fail(source, f.name, "true or false", value)
     if kind == "dataset":
         from fastnn.data import DATASETS, DataError, get_spec
-        from fastnn.data.tabular import is_own_dataset
+        from fastnn.data.own import is_own_dataset
 
         if is_own_dataset(value):
             return str(value)

@@ -28,7 +28,7 @@ from fastnn.augment import Augmentation
 from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar, read_metrics
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
-from fastnn.data.tabular import is_own_dataset
+from fastnn.data.own import is_own_dataset
 from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
 from fastnn.model import FFNN

@@ -78,8 +78,8 @@ class _StoppingRule(Callback):
     restored at the end, as scikit-learn does.
     """
 
-    def __init__(self, estimator, X_val, y_val):
-        self.est, self.X_val, self.y_val = estimator, X_val, y_val
+    def __init__(self, estimator, X_val, y_val, score=None):
+        self.est, self.X_val, self.y_val, self.score = estimator, X_val, y_val, score
 
     def on_epoch_end(self, trainer, epoch, logs):
         est = self.est
@@ -90,7 +90,7 @@ class _StoppingRule(Callback):
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
         if self.X_val is not None:
-            score = est._validation_score(self.X_val, self.y_val)
+            score = self.score(self.X_val, self.y_val)
             est.validation_scores_.append(score)
             if est.verbose:
                 print(f"Validation score: {score:f}")
@@ -273,7 +273,7 @@ class _BaseMLP(BaseEstimator):
         callbacks: list[Callback] = []
         if self.schedule != "constant":
             callbacks.append(LRSchedule(self.schedule))
-        callbacks.append(_StoppingRule(self, X_val, T_val))
+        callbacks.append(_StoppingRule(self, X_val, T_val, score=self._validation_score))
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
         self.net_.fit(X, T, epochs=epochs, batch_size=self._batch_size(X.shape[0]), optimizer=self._optimizer,
                       shuffle=self.shuffle, callbacks=callbacks, **extra)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fastnn.data import DataError, load_dataset
-from fastnn.data.tabular import infer_task, load_table_dataset, read_table
+from fastnn.data.tabular import infer_task, read_table
 
 
 def write(path, text: str):
@@ -51,7 +51,7 @@ def test_malformed_csv_gives_one_line(tmp_path, text, message):
 def test_one_class_only_is_refused(tmp_path):
     path = write(tmp_path / "t.csv", "a,y\n" + "".join(f"{i},cat\n" for i in range(10)))
     with pytest.raises(DataError, match="target 'y' holds one class only \\('cat'\\); a classifier needs at least two"):
-        load_table_dataset(path, target="y")
+        load_dataset(str(path), target="y")
 
 
 def test_parquet_errors(tmp_path):

@@ -35,7 +35,8 @@ class Dataset:
     `fastnn.data.apply_normalization(raw, ds.mean, ds.std)` re-applies the preprocessing.
     `source`: where the data was read from.
     Tables (`fastnn.data.tabular`): `task` "classification" or "regression" (then y_* are float
-    (N, k) targets and `class_names` the target names), `target` the label column, `feature_names`.
+    (N, k) targets and `class_names` the target names), `target` the label column, `feature_names`,
+    `task_reason` why the task was chosen.
     """
 
     name: str
@@ -54,6 +55,7 @@ class Dataset:
     task: str = "classification"
     target: str | None = None
     feature_names: tuple[str, ...] = ()
+    task_reason: str = ""
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={self.X_train.shape}, val={self.X_val.shape}, "
@@ -158,15 +160,15 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validatio
     Raises ValueError for bad parameters and DataError for missing or bad data.
     """
     _check_params(validation_split, limit, limit_test, normalize, dtype)
-    from fastnn.data.imagefolder import is_image_folder, load_image_folder_dataset
-    from fastnn.data.tabular import is_table_path, load_table_dataset
+    from fastnn.data.imagefolder import image_folder_dataset_fields, is_image_folder
+    from fastnn.data.tabular import is_table_path, table_dataset_fields
 
     if is_table_path(name):
-        return load_table_dataset(name, target=target, task=task, validation_split=validation_split,
-                                  limit=limit, seed=seed, normalize=normalize, dtype=dtype)
+        return Dataset(**table_dataset_fields(name, target=target, task=task, validation_split=validation_split,
+                                              limit=limit, seed=seed, normalize=normalize, dtype=dtype))
     if is_image_folder(name):
-        return load_image_folder_dataset(name, validation_split=validation_split, limit=limit, seed=seed,
-                                         normalize=normalize, dtype=dtype)
+        return Dataset(**image_folder_dataset_fields(name, validation_split=validation_split, limit=limit,
+                                                     seed=seed, normalize=normalize, dtype=dtype))
     spec = get_spec(name)
     raw, location = load_source(spec.name, data_dir, download, cache)
     rng = np.random.default_rng(seed)

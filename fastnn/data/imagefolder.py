@@ -73,10 +73,10 @@ def read_image_folder(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     return X_train, y_train, X_test, y_test, class_names, shape
 
 
-def load_image_folder_dataset(folder, validation_split: float = 0.1, limit: int | None = None, seed: int = 0,
-                              normalize: str = "standardize", dtype: str = "float32"):
-    """A :class:`~fastnn.data.Dataset` from an image folder, preprocessed like the built-in sets."""
-    from fastnn.data.dataset import Dataset
+def image_folder_dataset_fields(folder, validation_split: float = 0.1, limit: int | None = None, seed: int = 0,
+                                normalize: str = "standardize", dtype: str = "float32") -> dict:
+    """The fields of a :class:`~fastnn.data.Dataset` (``load_dataset`` builds it) from an image
+    folder, preprocessed like the built-in sets."""
     from fastnn.data.preprocess import apply_normalization, normalization_stats
     from fastnn.data.tabular import TEST_FRACTION
     from fastnn.splits import stratified_split, stratified_take
@@ -100,9 +100,8 @@ def load_image_folder_dataset(folder, validation_split: float = 0.1, limit: int 
     def prepare(X):
         return apply_normalization(X, mean, std, dtype)
 
-    ds = Dataset(name=Path(folder).name, class_names=class_names, image_shape=shape, source=str(folder),
-                 X_train=prepare(X_all[train_idx]), y_train=y_all[train_idx], X_val=prepare(X_all[val_idx]),
-                 y_val=y_all[val_idx], X_test=prepare(X_test), y_test=y_test, mean=mean, std=std,
-                 normalize=normalize, task="classification", target=None, feature_names=())
-    ds.task_reason = "an image folder: the class folders are the labels"
-    return ds
+    return dict(name=Path(folder).name, class_names=class_names, image_shape=shape, source=str(folder),
+                X_train=prepare(X_all[train_idx]), y_train=y_all[train_idx], X_val=prepare(X_all[val_idx]),
+                y_val=y_all[val_idx], X_test=prepare(X_test), y_test=y_test, mean=mean, std=std,
+                normalize=normalize, task="classification", target=None, feature_names=(),
+                task_reason="an image folder: the class folders are the labels")

@@ -12,8 +12,8 @@ NaN cell (with its column and data row), a ragged CSV row (with its line), an em
 classification target with one class only.
 
 :func:`infer_task` decides between classification and regression when ``task`` is not given;
-:func:`load_table_dataset` turns a table into the same :class:`~fastnn.data.Dataset` the built-in
-datasets give (standardised with training-split statistics, stratified splits, class names).
+:func:`table_dataset_fields` turns a table into the fields of the same :class:`~fastnn.data.Dataset`
+the built-in datasets give (``fastnn.data.load_dataset(path)`` returns it) (standardised with training-split statistics, stratified splits, class names).
 """
 
 from __future__ import annotations
@@ -56,13 +56,6 @@ class Table:
 def is_table_path(name: object) -> bool:
     """Whether ``name`` names a file fastnn reads as a table (by its suffix)."""
     return isinstance(name, (str, os.PathLike)) and Path(name).suffix.lower() in TABLE_SUFFIXES
-
-
-def is_own_dataset(name: object) -> bool:
-    """Whether ``name`` is a dataset file or image folder of the user's (not a built-in name)."""
-    from fastnn.data.imagefolder import is_image_folder
-
-    return is_table_path(name) or is_image_folder(name)
 
 
 # ---------------------------------------------------------------------- reading
@@ -285,10 +278,11 @@ def feature_stats(X: np.ndarray, normalize: str) -> tuple[np.ndarray, np.ndarray
 
 
 # ---------------------------------------------------------------------- the dataset
-def load_table_dataset(path: str | os.PathLike, target: str | None = None, task: str | None = None,
-                       validation_split: float = 0.1, limit: int | None = None, seed: int = 0,
-                       normalize: str = "standardize", dtype: str = "float32"):
-    """A :class:`~fastnn.data.Dataset` from a table file, split and normalised like the built-ins.
+def table_dataset_fields(path: str | os.PathLike, target: str | None = None, task: str | None = None,
+                         validation_split: float = 0.1, limit: int | None = None, seed: int = 0,
+                         normalize: str = "standardize", dtype: str = "float32") -> dict:
+    """The fields of a :class:`~fastnn.data.Dataset` (``load_dataset`` builds it) from a table
+    file, split and normalised like the built-ins.
 
     The test split is the file's own (``.npz`` ``X_test``/``y_test``) or else a stratified (for
     classification), seeded :data:`TEST_FRACTION` of the rows; ``limit`` then takes a stratified
@@ -297,9 +291,8 @@ def load_table_dataset(path: str | os.PathLike, target: str | None = None, task:
     (shape (D,)) with ``image_shape = (1, 1, D)``, so ``apply_normalization`` re-applies them.
     Classification: ``y_*`` int64 codes of the sorted distinct labels, ``class_names`` their
     strings. Regression: ``y_*`` float (N, k) and ``class_names`` the target column names.
-    ``task`` None infers it (:func:`infer_task`); ``dataset.task_reason`` says why.
+    ``task`` None infers it (:func:`infer_task`); ``task_reason`` says why.
     """
-    from fastnn.data.dataset import Dataset
     from fastnn.splits import stratified_split, stratified_take
 
     if task is not None and task not in TASKS:
@@ -350,10 +343,8 @@ def load_table_dataset(path: str | os.PathLike, target: str | None = None, task:
     def targets(y: np.ndarray) -> np.ndarray:
         return y if task == "classification" else np.ascontiguousarray(y, dtype=dtype)
 
-    ds = Dataset(name=Path(path).name, class_names=class_names, image_shape=(1, 1, table.X.shape[1]),
-                 source=source, X_train=prepare(X_pool[train_idx]), y_train=targets(y_pool[train_idx]),
-                 X_val=prepare(X_pool[val_idx]), y_val=targets(y_pool[val_idx]),
-                 X_test=prepare(X_test), y_test=targets(y_test), mean=mean, std=std, normalize=normalize,
-                 task=task, target=name, feature_names=table.feature_names)
-    ds.task_reason = reason
-    return ds
+    return dict(name=Path(path).name, class_names=class_names, image_shape=(1, 1, table.X.shape[1]),
+                source=source, X_train=prepare(X_pool[train_idx]), y_train=targets(y_pool[train_idx]),
+                X_val=prepare(X_pool[val_idx]), y_val=targets(y_pool[val_idx]),
+                X_test=prepare(X_test), y_test=targets(y_test), mean=mean, std=std, normalize=normalize,
+                task=task, target=name, feature_names=table.feature_names, task_reason=reason)
