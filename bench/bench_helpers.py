@@ -6,12 +6,13 @@ import functools
 
 import pytest
 
-from fastnn.backend import BACKEND_NAMES as BACKENDS
+from fastnn.backends import BACKEND_NAMES as BACKENDS
 from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS, gemm_step, median_seconds
+from fastnn.optim import OPTIMIZERS as _OPTIMIZER_REGISTRY
 
 __all__ = ["BACKENDS", "OPTIMIZERS", "over", "gemm_seconds", "finish_extra_info"]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
+OPTIMIZERS = tuple(_OPTIMIZER_REGISTRY)  # the registry's names, in its order
 AXES = {"backend": BACKENDS, "batch": BATCH_SIZES, "dtype": DTYPES, "model": tuple(MODELS),
         "optimizer": OPTIMIZERS}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnn.backends import get_backend
 from fastnn.validation import check_positive_int
 
 
@@ -37,5 +38,6 @@ class Augmentation:
         k = self.max_shift
         shifts = rng.integers(-k, k + 1, size=(2, n)) if k else np.zeros((2, n), dtype=np.int64)
         flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, dtype=bool)
-        return model.backend.shift_flip_images(X, self.image_shape, shifts[0], shifts[1], flips,
-                                               self._buffer[:n])
+        # the checked operation: X may come from anywhere, not only from the training loop
+        return get_backend(model.backend).shift_flip_images(X, self.image_shape, shifts[0], shifts[1],
+                                                            flips, self._buffer[:n])

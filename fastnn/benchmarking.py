@@ -19,12 +19,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fastnn.backends import FLOAT_DTYPES
+
 MODELS: dict[str, tuple[int, ...]] = {
     "784-256-128-10": (784, 256, 128, 10),
     "3072-1024-512-10": (3072, 1024, 512, 10),
 }
 BATCH_SIZES = (32, 128, 512)
-DTYPES = ("float32", "float64")
+DTYPES = tuple(dt.name for dt in FLOAT_DTYPES)  # ("float32", "float64"), from the registry
 
 
 def layer_shapes(sizes: Sequence[int]) -> list[tuple[int, int]]:
@@ -89,7 +91,7 @@ def fastnn_step(backend: str, sizes: Sequence[int], batch: int, dtype: str,
 
     def step() -> None:
         X, y = pool[next(counter) % POOL_BATCHES]
-        model._loss_and_grad(X, y)
+        model.train_step(X, y)  # what Trainer.fit runs per batch
         opt.step()
 
     return step

@@ -118,3 +118,16 @@ def format_confusion_matrix(cm: np.ndarray, class_names: Sequence[str] | None = 
     for name, row in zip(names, cm):
         lines.append(f"{name:>{lw}}  " + " ".join(f"{int(v):>{w}d}" for v in row))
     return "\n".join(lines)
+
+
+def count_correct(scores: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None):
+    """How many rows of ``scores`` (N, C) have their argmax equal to ``y_true`` (N,) int labels.
+
+    With ``sample_weight`` (N,), the total weight of those rows (a float) instead of a count
+    (an int). Inputs are trusted (the training loop's validated batches); see :func:`accuracy`
+    for the checked metric.
+    """
+    hits = np.argmax(scores, axis=1) == y_true
+    if sample_weight is None:
+        return int(np.count_nonzero(hits))
+    return float(np.sum(sample_weight[hits], dtype=np.float64))

@@ -1,13 +1,16 @@
 """The feedforward network: shapes, one flat parameter arena, work buffers, and calls to a backend.
 
 ``FFNN`` does no arithmetic on its arrays itself; every numerical operation is a call to its
-:class:`~fastnn.backend.Backend`. That is why the model is the same code on every backend and why the
+:class:`~fastnn.backends.Backend`. That is why the model is the same code on every backend and why the
 backends can be compared op by op.
 
 Every array the model hands to its backend is one it made itself (arena views, work buffers) or
-user input it validated at its own boundary (``check_X``/``check_y``), so the hot path calls the
-backend's implementations (``_dense_forward``, ``_dense_backward``, ``_softmax_cross_entropy``)
-directly and skips the per-call argument checks of the public methods; both do the same arithmetic.
+user input it validated at its own boundary (``check_X``/``check_y``/``check_sample_weight``), so
+it holds the backend's fast operations (``model.backend`` is the unchecked implementation, see
+:mod:`fastnn.backends`) and calls them without per-call argument checks. :meth:`FFNN.train_step`,
+the training loop's step, takes batches the loop validated once per ``fit``; it re-checks only
+what is cheap and would otherwise reach a kernel wrongly (types, dtypes, layout, shapes, label
+range).
 
 Parameter arena layout
 ----------------------
@@ -24,18 +27,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from fastnn.activations import resolve_activation
-from fastnn.backend import Backend, get_backend
+from fastnn.backends import Backend, get_backend, unwrap
 from fastnn.init import initial_weights, resolve_init
+from fastnn.metrics import count_correct
 from fastnn.validation import (
     check_dtype,
     check_features,
     check_float_range,
+    check_label_smoothing,
     check_labels,
     check_positive_int,
+    check_sample_weight,
     check_targets,
 )
 
@@ -43,6 +50,19 @@ OUTPUTS = ("softmax", "identity")
 """Output heads: ``softmax`` (softmax + cross-entropy) or ``identity`` (linear output + MSE)."""
 
 _MAX_WORKSPACES = 4
+
+
+class TrainStep(NamedTuple):
+    """What one :meth:`FFNN.train_step` reports about its batch.
+
+    objective : data loss + L2 term (what the gradient is of). data_loss : the (weighted) mean
+    loss without the L2 term. correct : rows whose argmax equals the label (their total weight
+    with sample weights); None for float targets.
+    """
+
+    objective: float
+    data_loss: float
+    correct: float | int | None
 
 
 @dataclass
@@ -95,7 +115,8 @@ class FFNN:
     init_std : float
         Standard deviation for ``init="random_normal"``.
     backend : str or Backend
-        ``"numpy"`` (reference) or ``"numba"`` (fast), or a backend instance.
+        ``"numpy"`` (reference) or ``"numba"`` (fast), or a backend instance (checked or not).
+        ``model.backend`` holds the unchecked implementation, which the model calls directly.
     dtype : {"float32", "float64"}
     seed : int
         Seeds initial weights and, through :meth:`fit`, batch order, on every backend alike.
@@ -119,6 +140,7 @@ class FFNN:
                 raise ValueError(f"activation must be one name or one per hidden layer ({n_hidden}), "
                                  f"got {len(hidden)}: {hidden}.")
         self.hidden_activations = tuple(resolve_activation(a).name for a in hidden)
+        self._activations = self.hidden_activations + ("identity",)
         rates = [dropout] * n_hidden if not isinstance(dropout, Sequence) else list(dropout)
         if len(rates) != n_hidden:
             raise ValueError(f"dropout must be one rate or one per hidden layer ({n_hidden}), got "
@@ -129,13 +151,12 @@ class FFNN:
             raise ValueError(f"The output {output!r} is not supported. Supported outputs are {list(OUTPUTS)}.")
         self.output = output.lower()
         self.l2 = check_float_range("l2", l2, 0.0)
-        self.label_smoothing = check_float_range("label_smoothing", label_smoothing, 0.0, 1.0,
-                                                 high_inclusive=False)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.init = resolve_init(init)
         self.init_std = check_float_range("init_std", init_std, 0.0, low_inclusive=False)
         self.dtype = check_dtype(dtype)
         self.seed = check_positive_int("seed", seed, minimum=0)
-        self.backend = get_backend(backend)
+        self.backend = unwrap(get_backend(backend))
 
         # one stream per purpose, so e.g. a validation split never shifts the batch order
         init_seq, shuffle_seq, noise_seq = np.random.SeedSequence(self.seed).spawn(3)
@@ -171,7 +192,7 @@ class FFNN:
     @property
     def activations(self) -> tuple[str, ...]:
         """Activation of every layer, the output layer's (always ``identity`` before the head) last."""
-        return self.hidden_activations + ("identity",)
+        return self._activations
 
     @property
     def n_inputs(self) -> int:
@@ -240,12 +261,42 @@ class FFNN:
             return check_targets(arr, n_samples, self.n_outputs, self.dtype)
         return check_labels(arr, n_samples, self.n_outputs)
 
+    def check_sample_weight(self, sample_weight: object, n_samples: int) -> np.ndarray | None:
+        """Validate per-sample weights (see :func:`fastnn.validation.check_sample_weight`):
+        None, or (N,) finite, ≥ 0, not all zero; returned in the model's dtype."""
+        return check_sample_weight(sample_weight, n_samples, self.dtype)
+
+    def _check_batch(self, X: object, y: object, sample_weight: object) -> None:
+        """The cheap checks of :meth:`train_step`: what a kernel would otherwise misread."""
+        if not (isinstance(X, np.ndarray) and X.dtype == self.dtype and X.ndim == 2
+                and X.flags.c_contiguous and X.shape[1] == self.n_inputs and X.shape[0] > 0):
+            raise ValueError(f"train_step needs X as a non-empty C-contiguous {self.dtype} array of "
+                             f"shape (N, {self.n_inputs}); validate data with check_X first, got "
+                             f"{getattr(X, 'dtype', type(X).__name__)} {getattr(X, 'shape', '')}.")
+        n = X.shape[0]
+        if not isinstance(y, np.ndarray) or not y.flags.c_contiguous:
+            raise ValueError("train_step needs y as a C-contiguous array; validate it with check_y.")
+        if y.ndim == 1:
+            # one reduction for both bounds: negative labels are huge as uint64
+            if y.dtype != np.int64 or y.shape[0] != n or y.view(np.uint64).max() >= self.n_outputs:
+                raise ValueError(f"train_step needs y as ({n},) int64 labels in "
+                                 f"[0, {self.n_outputs}); validate them with check_y.")
+        elif not (self.output == "identity" and y.dtype == self.dtype
+                  and y.shape == (n, self.n_outputs)):
+            raise ValueError(f"train_step needs y as ({n},) labels or, for the identity head, "
+                             f"({n}, {self.n_outputs}) {self.dtype} targets; validate with check_y.")
+        if sample_weight is not None and not (
+                isinstance(sample_weight, np.ndarray) and sample_weight.dtype == self.dtype
+                and sample_weight.shape == (n,) and sample_weight.flags.c_contiguous):
+            raise ValueError(f"train_step needs sample_weight as a ({n},) {self.dtype} array; "
+                             "validate it with check_sample_weight.")
+
     # ------------------------------------------------------------------ forward / backward
     def _forward(self, X: np.ndarray, ws: _Workspace, training: bool = False) -> np.ndarray:
         """Forward pass into ``ws``; with ``training``, dropout masks are drawn and applied."""
         inp = X
         for i, ((W, b), act) in enumerate(zip(self.params, self.activations)):
-            self.backend._dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
+            self.backend.dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
             inp = ws.acts[i]
             if training and ws.masks[i] is not None:
                 self.noise_rng.random(out=ws.uniforms[i], dtype=self.dtype)
@@ -260,16 +311,17 @@ class FFNN:
             return ws.dropped[i - 1]
         return ws.acts[i - 1]
 
-    def _data_loss(self, y: np.ndarray, ws: _Workspace) -> float:
+    def _data_loss(self, y: np.ndarray, ws: _Workspace, sample_weight: np.ndarray | None = None) -> float:
         """Loss of the head on the last forward pass; writes its gradient into ``ws.dacts[-1]``."""
         outputs, dout = ws.acts[-1], ws.dacts[-1]
         if self.output == "softmax":
-            return float(self.backend._softmax_cross_entropy(outputs, y, ws.probs, dout, self.label_smoothing))
+            return self.backend.softmax_cross_entropy(outputs, y, ws.probs, dout, self.label_smoothing,
+                                                      sample_weight)
         if y.ndim == 1:  # one-hot encode labels into the reused target buffer
             ws.targets.fill(0)
             np.put_along_axis(ws.targets, y[:, None], 1, axis=1)
             y = ws.targets
-        return self.backend.mse(outputs, y, dout)
+        return self.backend.mse(outputs, y, dout, sample_weight)
 
     def _backward(self, X: np.ndarray, ws: _Workspace, training: bool) -> None:
         for i in range(len(self.params) - 1, -1, -1):
@@ -278,32 +330,53 @@ class FFNN:
             if training and ws.masks[i] is not None:  # dacts[i] holds ∂L/∂(dropped output)
                 self.backend.dropout_backward(ws.dacts[i], ws.masks[i])
             dX = None if i == 0 else ws.dacts[i - 1]
-            self.backend._dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i], ws.dacts[i],
-                                         self.activations[i], dW, db, dX, ws.preacts[i])
+            self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i], ws.dacts[i],
+                                        self.activations[i], dW, db, dX, ws.preacts[i])
 
-    def _loss_and_grad(self, X: np.ndarray, y: np.ndarray, training: bool = True) -> tuple[float, float]:
-        """Unchecked core of :meth:`loss_and_grad`; returns (objective, data loss)."""
+    def _step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+              training: bool, count: bool) -> TrainStep:
         ws = self._workspace(X.shape[0])
         self._forward(X, ws, training)
-        data_loss = self._data_loss(y, ws)
+        data_loss = self._data_loss(y, ws, sample_weight)
         self._backward(X, ws, training)
         penalty = self.backend.l2_penalty(self.weights, self.grad_weights, self.l2)
-        return data_loss + penalty, data_loss
+        correct = count_correct(ws.acts[-1], y, sample_weight) if count and y.ndim == 1 else None
+        return TrainStep(data_loss + penalty, data_loss, correct)
 
-    def loss_and_grad(self, X, y, training: bool = True) -> float:
+    def train_step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+                   training: bool = True) -> TrainStep:
+        """Loss, gradients and correct count for one batch: the training loop's step.
+
+        Fills ``model.grads`` (overwriting them) like :meth:`loss_and_grad`, and also reports the
+        data loss and how many rows the forward pass classified correctly.
+
+        X : (N, n_inputs) C-contiguous array of the model's dtype; y : (N,) int64 labels, or (N, C)
+        targets of the model's dtype for the identity head; sample_weight : (N,) model dtype or
+        None. These are what :meth:`check_X`, :meth:`check_y` and :meth:`check_sample_weight`
+        return: validate data once with them (``fit`` does), then step through batches. Only
+        cheap checks run here (types, dtypes, layout, shapes, label range; no finiteness scan);
+        a batch that fails them is a ValueError.
+
+        Returns
+        -------
+        TrainStep(objective, data_loss, correct)
+        """
+        self._check_batch(X, y, sample_weight)
+        return self._step(X, y, sample_weight, training, count=True)
+
+    def loss_and_grad(self, X, y, training: bool = True, sample_weight=None) -> float:
         """Mean loss over the batch plus the L2 term; fills ``model.grads`` (overwriting them).
 
         X : (N, n_inputs) array-like; y : (N,) integer labels, or (N, C) float targets for the
         identity head. ``training`` applies dropout (drawing masks from ``model.noise_rng``).
+        sample_weight : (N,) non-negative weights or None; the data loss is then the weighted
+        mean ``Σ w_i ℓ_i / Σ w_i`` (integer weights equal repeated rows).
         Returns the float objective ``L_data + (λ/2) Σ ‖W‖²``.
         """
         X = self.check_X(X)
         y = self.check_y(y, X.shape[0])
-        return self._loss_and_grad(X, y, training)[0]
-
-    def last_outputs(self, n: int) -> np.ndarray:
-        """The (n, C) network outputs of the last forward pass over a batch of n rows (a view)."""
-        return self._workspaces[n].acts[-1]
+        sample_weight = self.check_sample_weight(sample_weight, X.shape[0])
+        return self._step(X, y, sample_weight, training, count=False).objective
 
     # ------------------------------------------------------------------ inference
     def _iter_outputs(self, X: np.ndarray, batch_size: int):
@@ -332,32 +405,39 @@ class FFNN:
         """Predicted class indices, shape (N,), int64 (argmax of the outputs)."""
         return np.argmax(self.predict_proba(X, batch_size), axis=1).astype(np.int64)
 
-    def evaluate(self, X, y, batch_size: int = 1024) -> dict[str, float]:
+    def evaluate(self, X, y, batch_size: int = 1024, sample_weight=None) -> dict[str, float]:
         """Mean data loss (no L2 term) and, with class labels, accuracy over ``(X, y)``.
 
+        With ``sample_weight`` (N,) both are weighted means (``Σ w_i ℓ_i / Σ w``; accuracy is the
+        weight of the correct rows over ``Σ w``, as scikit-learn's ``accuracy_score``).
         Returns ``{"loss": float, "accuracy": float}`` (accuracy absent for float targets).
         """
         X = self.check_X(X)
         y = self.check_y(y, X.shape[0])
-        return self._evaluate(X, y, check_positive_int("batch_size", batch_size))
+        sample_weight = self.check_sample_weight(sample_weight, X.shape[0])
+        return self._evaluate(X, y, check_positive_int("batch_size", batch_size), sample_weight)
 
-    def _evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
+    def _evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int,
+                  sample_weight: np.ndarray | None) -> dict[str, float]:
         total_loss, correct = 0.0, 0
         for start, ws, outputs in self._iter_outputs(X, batch_size):
             n = outputs.shape[0]
             yb = y[start: start + n]
-            total_loss += self._data_loss(yb, ws) * n
+            wb = None if sample_weight is None else sample_weight[start: start + n]
+            weight = n if wb is None else float(np.sum(wb, dtype=np.float64))
+            total_loss += self._data_loss(yb, ws, wb) * weight
             if yb.ndim == 1:
-                correct += int(np.count_nonzero(np.argmax(outputs, axis=1) == yb))
-        result = {"loss": total_loss / X.shape[0]}
+                correct += count_correct(outputs, yb, wb)
+        total = X.shape[0] if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
+        result = {"loss": total_loss / total}
         if y.ndim == 1:
-            result["accuracy"] = correct / X.shape[0]
+            result["accuracy"] = correct / total
         return result
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, epochs: int = 10, batch_size: int = 128, optimizer="adam", lr: float | None = None,
             validation_split: float = 0.0, validation_data=None, shuffle: bool = True, callbacks=(),
-            max_grad_norm: float | None = None, augment=None):
+            max_grad_norm: float | None = None, augment=None, sample_weight=None):
         """Train with mini-batches; see :class:`fastnn.training.Trainer` for every argument.
 
         ``optimizer`` is an :class:`fastnn.optim.Optimizer` bound to this model or a name
@@ -369,7 +449,8 @@ class FFNN:
         trainer = Trainer(self, optimizer=optimizer, lr=lr, callbacks=callbacks, max_grad_norm=max_grad_norm,
                           augment=augment)
         return trainer.fit(X, y, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
-                           validation_data=validation_data, shuffle=shuffle)
+                           validation_data=validation_data, shuffle=shuffle,
+                           sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ state
     def copy_params_from(self, flat: np.ndarray) -> None:

@@ -1,9 +1,11 @@
 """Optimizers over the flat parameter arena, with ``torch.optim``'s names, defaults and update rules.
 
-Each optimizer keeps its state in flat arrays with the layout of ``model.arena`` (made here, so a
-step calls the backend's implementation directly, without re-checking them) and performs one
-in-place backend call per step, so a step of fastnn can be compared with a step of PyTorch to float
-precision. Scalars that depend only on the step count (bias corrections, NAdam's momentum schedule)
+Optimizers bind to arenas, not to a model class: anything with ``.arena`` (the flat parameters),
+``.grad_arena`` (the flat gradients, same shape and dtype) and ``.backend`` will do (duck typing;
+:class:`fastnn.FFNN` is one). The arrays are checked once, when the optimizer is made. Each
+optimizer keeps its state in flat arrays of the arena's layout (made here, so a step calls the
+backend's fast operation directly, without re-checking them) and performs one in-place backend call
+per step, so a step of fastnn can be compared with a step of PyTorch to float precision. Scalars that depend only on the step count (bias corrections, NAdam's momentum schedule)
 are computed here, in Python float64, and passed to the backend.
 
 Ordered by increasing complexity: SGD (and its Momentum / Nesterov presets), RMSprop, Adam, NAdam.
@@ -13,11 +15,35 @@ Gradients are read, never modified; ``model.loss_and_grad`` overwrites them, so 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
 
+from fastnn.backends import Backend, unwrap
 from fastnn.validation import check_float_range
+
+
+def _check_arenas(model) -> Backend:
+    """Check the duck-typed ``model`` once; return its backend's fast implementation."""
+    missing = [a for a in ("arena", "grad_arena", "backend") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"model must have arena, grad_arena and backend attributes (a fastnn.FFNN, "
+                        f"say); {type(model).__name__} lacks {', '.join(missing)}.")
+    arena, grad = model.arena, model.grad_arena
+    for name, a in (("arena", arena), ("grad_arena", grad)):
+        if not (isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
+                and a.dtype in (np.float32, np.float64)):
+            raise TypeError(f"model.{name} must be a 1-d C-contiguous float32 or float64 array, "
+                            f"got {type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}.")
+    if grad.shape != arena.shape or grad.dtype != arena.dtype:
+        raise ValueError(f"model.grad_arena must match model.arena ({arena.dtype} {arena.shape}), got "
+                         f"{grad.dtype} {grad.shape}.")
+    if not arena.flags.writeable:
+        raise ValueError("model.arena is updated in place and must be writeable.")
+    if not isinstance(model.backend, Backend):
+        raise TypeError(f"model.backend must be a fastnn Backend, got {type(model.backend).__name__}.")
+    return unwrap(model.backend)
 
 
 class Optimizer(ABC):
@@ -25,7 +51,9 @@ class Optimizer(ABC):
 
     Attributes
     ----------
-    lr : float, read by every step (learning-rate schedules assign it).
+    model : what the optimizer was bound to (anything with ``arena``, ``grad_arena``, ``backend``).
+    lr : float, read by every step (learning-rate schedules assign it, as they may ``momentum``
+        and ``betas``).
     step_count : int, number of steps taken (``t`` in the update rules, 1-based inside a step).
     state : dict of name -> (P,) array of the arena's dtype, updated in place by each step.
     """
@@ -33,12 +61,8 @@ class Optimizer(ABC):
     name = "optimizer"
 
     def __init__(self, model, lr: float):
-        from fastnn.model import FFNN
-
-        if not isinstance(model, FFNN):
-            raise TypeError(f"model must be a fastnn.FFNN, got {type(model).__name__}.")
+        self.backend = _check_arenas(model)
         self.model = model
-        self.backend = model.backend
         self.lr = check_float_range("lr", lr, 0.0, low_inclusive=False)
         self.step_count = 0
         self.state: dict[str, np.ndarray] = {}
@@ -76,20 +100,50 @@ class Optimizer(ABC):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`; checks the optimizer name and every buffer's shape first."""
+        """Restore a :meth:`state_dict`. Everything is validated before anything changes.
+
+        Checks: the optimizer name; exactly the expected buffers, each a finite real array of the
+        arena's shape; ``step_count`` an integer ≥ 0; scalars only the known names
+        (:meth:`scalars`), each a finite real number. Raises ValueError naming the key otherwise.
+        (Hyperparameters are not part of this check: rebuild the optimizer from them, which
+        validates them, then load the state.)
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"optimizer state must be a dict, got {type(state).__name__}.")
         if state.get("name") != self.name:
             raise ValueError(f"optimizer state is for {state.get('name')!r}, not {self.name!r}.")
         buffers = state.get("buffers", {})
-        if set(buffers) != set(self.state):
-            raise ValueError(f"optimizer state has buffers {sorted(buffers)}, expected {sorted(self.state)}.")
+        if not isinstance(buffers, dict) or set(buffers) != set(self.state):
+            found = sorted(buffers) if isinstance(buffers, dict) else type(buffers).__name__
+            raise ValueError(f"optimizer state has buffers {found}, expected {sorted(self.state)}.")
+        arrays = {}
         for k, v in buffers.items():
-            if np.shape(v) != self.state[k].shape:
-                raise ValueError(f"optimizer buffer {k!r} has shape {np.shape(v)}, expected "
+            a = np.asarray(v)
+            if a.shape != self.state[k].shape:
+                raise ValueError(f"optimizer buffer {k!r} has shape {a.shape}, expected "
                                  f"{self.state[k].shape}.")
-        for k, v in buffers.items():
-            self.state[k][...] = v
-        self.step_count = int(state.get("step_count", 0))
-        for k, v in state.get("scalars", {}).items():
+            if a.dtype.kind not in "biuf" or not np.isfinite(a).all():
+                raise ValueError(f"optimizer buffer {k!r} must hold finite real numbers.")
+            arrays[k] = a
+        step_count = state.get("step_count", 0)
+        if isinstance(step_count, (bool, np.bool_)) or not isinstance(step_count, (int, np.integer)) \
+                or step_count < 0:
+            raise ValueError(f"optimizer state key 'step_count' must be an integer >= 0, got {step_count!r}.")
+        scalars = state.get("scalars", {})
+        if not isinstance(scalars, dict):
+            raise ValueError(f"optimizer state key 'scalars' must be a dict, got {type(scalars).__name__}.")
+        known = self.scalars()
+        for k, v in scalars.items():
+            if k not in known:
+                raise ValueError(f"optimizer state scalar {k!r} is not one of {self.name}'s scalars "
+                                 f"{sorted(known)}.")
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)):
+                raise ValueError(f"optimizer state scalar {k!r} must be a finite real number, got {v!r}.")
+        for k, a in arrays.items():
+            self.state[k][...] = a
+        self.step_count = int(step_count)
+        for k, v in scalars.items():
             setattr(self, k, float(v))
 
     def __repr__(self) -> str:
@@ -127,7 +181,7 @@ class SGD(Optimizer):
         self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum else None
 
     def _update(self, param, grad):
-        self.backend._sgd_step(param, grad, self.momentum_buffer, float(self.lr), self.momentum,
+        self.backend.sgd_step(param, grad, self.momentum_buffer, float(self.lr), self.momentum,
                                self.dampening, self.weight_decay, self.nesterov, self.step_count == 1)
 
     def hyperparameters(self):
@@ -168,6 +222,9 @@ class RMSprop(Optimizer):
 
     Defaults follow PyTorch: lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
     centered=False.
+
+    ``eps`` must be > 0: torch accepts 0, but then a parameter whose gradient has always been zero
+    divides 0 by 0 and becomes NaN (its second moment is 0); here that is refused up front.
     """
 
     name = "rmsprop"
@@ -176,7 +233,7 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
         super().__init__(model, lr)
         self.alpha = check_float_range("alpha", alpha, 0.0, 1.0)
-        self.eps = check_float_range("eps", eps, 0.0)
+        self.eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
         self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
         self.momentum = check_float_range("momentum", momentum, 0.0)
         self.centered = bool(centered)
@@ -185,7 +242,7 @@ class RMSprop(Optimizer):
         self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum > 0 else None
 
     def _update(self, param, grad):
-        self.backend._rmsprop_step(param, grad, self.square_avg, self.grad_avg, self.momentum_buffer,
+        self.backend.rmsprop_step(param, grad, self.square_avg, self.grad_avg, self.momentum_buffer,
                                    float(self.lr), self.alpha, self.eps, self.weight_decay, self.momentum,
                                    self.centered)
 
@@ -214,6 +271,9 @@ class Adam(Optimizer):
 
     The weight decay λ is added to the gradient (L2-coupled, as in ``torch.optim.Adam``). Defaults:
     lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
+
+    ``eps`` must be > 0: torch accepts 0, but then a parameter whose gradient has always been zero
+    divides 0 by 0 and becomes NaN (its second moment is 0); here that is refused up front.
     """
 
     name = "adam"
@@ -222,7 +282,7 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(model, lr)
         self.betas = _check_betas(betas)
-        self.eps = check_float_range("eps", eps, 0.0)
+        self.eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
         self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
         self.exp_avg = self._buffer("exp_avg")
         self.exp_avg_sq = self._buffer("exp_avg_sq")
@@ -230,7 +290,7 @@ class Adam(Optimizer):
     def _update(self, param, grad):
         beta1, beta2 = self.betas
         t = self.step_count
-        self.backend._adam_step(param, grad, self.exp_avg, self.exp_avg_sq, float(self.lr), beta1, beta2,
+        self.backend.adam_step(param, grad, self.exp_avg, self.exp_avg_sq, float(self.lr), beta1, beta2,
                                 self.eps, self.weight_decay, 1.0 - beta1 ** t, 1.0 - beta2 ** t)
 
     def hyperparameters(self):
@@ -255,6 +315,9 @@ class NAdam(Optimizer):
 
     with momentum decay ψ (``momentum_decay``). Defaults: lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0, momentum_decay=4e-3.
+
+    ``eps`` must be > 0: torch accepts 0, but then a parameter whose gradient has always been zero
+    divides 0 by 0 and becomes NaN (its second moment is 0); here that is refused up front.
     """
 
     name = "nadam"
@@ -263,7 +326,7 @@ class NAdam(Optimizer):
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3):
         super().__init__(model, lr)
         self.betas = _check_betas(betas)
-        self.eps = check_float_range("eps", eps, 0.0)
+        self.eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
         self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
         self.momentum_decay = check_float_range("momentum_decay", momentum_decay, 0.0)
         self.mu_product = 1.0
@@ -278,7 +341,7 @@ class NAdam(Optimizer):
         self.mu_product *= mu
         grad_coef = self.lr * (1.0 - mu) / (1.0 - self.mu_product)
         avg_coef = self.lr * mu_next / (1.0 - self.mu_product * mu_next)
-        self.backend._nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
+        self.backend.nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
                                  self.weight_decay, 1.0 - beta2 ** t, grad_coef, avg_coef)
 
     def hyperparameters(self):

@@ -102,3 +102,32 @@ def check_targets(y: object, n_samples: int, n_outputs: int, dtype: np.dtype, na
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return arr
+
+
+def check_sample_weight(sample_weight: object, n_samples: int, dtype: np.dtype,
+                        name: str = "sample_weight") -> np.ndarray | None:
+    """Validate per-sample weights: None, or 1-d of length ``n_samples``, real, finite, ≥ 0 and
+    not all zero. Returns None or a C-contiguous array of ``dtype`` (a copy only if needed)."""
+    if sample_weight is None:
+        return None
+    arr = np.asarray(sample_weight)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional of shape ({n_samples},), got shape {arr.shape}.")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"X and {name} have different numbers of samples: {n_samples} and {arr.shape[0]}.")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be >= 0, got a minimum of {arr.min()}.")
+    if not arr.any():
+        raise ValueError(f"{name} must not be all zero: the weighted mean would be undefined.")
+    return arr
+
+
+def check_label_smoothing(value: object, name: str = "label_smoothing") -> float:
+    """The one rule for label smoothing ε: a real number in [0, 1). (ε = 1 would make every
+    target uniform, so the loss would no longer depend on the labels.)"""
+    return check_float_range(name, value, 0.0, 1.0, high_inclusive=False)

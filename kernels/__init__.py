@@ -1,10 +1,17 @@
 """Numba kernels (installed as ``fastnn.kernels``): pure functions on arrays that know nothing of models.
 
-Modules, by concern: :mod:`~fastnn.kernels.dense` (fused dense forward/backward around a BLAS
-GEMM), :mod:`~fastnn.kernels.losses` (softmax, cross-entropy, MSE, L2),
+Modules, by concern: :mod:`~fastnn.kernels.blas` (the GEMM, NumPy's BLAS called by address),
+:mod:`~fastnn.kernels.activations` (activation functions and derivatives),
+:mod:`~fastnn.kernels.dense` (fused dense forward/backward around the GEMM),
+:mod:`~fastnn.kernels.losses` (softmax, cross-entropy, MSE, L2, weighted or not),
 :mod:`~fastnn.kernels.optimizers` (SGD, RMSprop, Adam, NAdam steps),
-:mod:`~fastnn.kernels.regularisation` (dropout, gradient clipping, image shifts and flips) and
-:mod:`~fastnn.kernels.rows` (row gathering).
+:mod:`~fastnn.kernels.regularisation` (dropout, gradient clipping),
+:mod:`~fastnn.kernels.images` (image shifts and flips) and :mod:`~fastnn.kernels.rows` (row
+gathering).
+
+Parallel kernels are the ``*_kernel`` functions compiled with ``parallel=True``; each has exactly
+one parallel region, the ``prange`` over ``nthreads`` blocks, taken only when ``nthreads > 1``
+(``PARALLEL_KERNELS`` lists them; a test compiles every kernel and checks that list).
 
 Every kernel is compiled with :func:`kernel`: ``njit`` with ``cache=True``, falling back to an
 uncached compile, with a warning, when Numba finds nowhere to write its cache.
@@ -47,7 +54,8 @@ _check_cache_dir()
 _uncached_warned = False
 
 
-def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = "never"):
+def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = "never",
+           nogil: bool = False):
     """Decorator: ``numba.njit(cache=True, ...)`` that survives an unusable cache.
 
     Numba raises ``RuntimeError("cannot cache function ...: no locator available")`` at
@@ -60,8 +68,11 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
     error_model : ``"numpy"`` (default: division by zero gives inf/nan, loops vectorise) or
         ``"python"``.
     inline : Numba-IR inlining, ``"never"`` or ``"always"``.
+    nogil : release the GIL while the kernel runs (for kernels run on Python threads).
     """
     options = {"parallel": parallel, "error_model": error_model, "inline": inline}
+    if nogil:
+        options["nogil"] = True
 
     def decorate(func):
         global _uncached_warned
@@ -77,3 +88,15 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
             return numba.njit(cache=False, **options)(func)
 
     return decorate
+
+
+#: ``(module, kernel)`` of every kernel compiled with ``parallel=True``: the intended list, which a
+#: test checks against what the kernels' compiled parallel regions say.
+PARALLEL_KERNELS = (
+    ("dense", "dense_forward_kernel"), ("dense", "dense_backward_kernel"),
+    ("losses", "softmax_kernel"), ("losses", "softmax_cross_entropy_kernel"),
+    ("losses", "mse_kernel"), ("losses", "mse_weighted_kernel"), ("losses", "l2_penalty_kernel"),
+    ("optimizers", "sgd_step_kernel"), ("optimizers", "rmsprop_step_kernel"),
+    ("optimizers", "adam_step_kernel"), ("optimizers", "nadam_step_kernel"),
+    ("rows", "gather_rows_kernel"),
+)

@@ -7,7 +7,7 @@ The ``*_rows`` / ``*_block`` functions are serial and work on any block of rows 
 return their partial sum; the ``*_kernel`` functions call them once in the calling thread when
 ``nthreads == 1``, else split the work into ``nthreads`` blocks with ``prange`` and add the partial
 sums. Same formulas, in the same order, as
-:class:`fastnn.backend.NumpyBackend`.
+:class:`fastnn.backends.numpy.NumpyBackend`.
 """
 
 from __future__ import annotations
@@ -66,24 +66,28 @@ def softmax_kernel(logits, out, nthreads):
 # Softmax + cross-entropy (label smoothing) and its gradient, one pass per row
 # ---------------------------------------------------------------------------------------------
 @kernel()
-def softmax_cross_entropy_rows(logits, labels, probs, dlogits, label_smoothing, n_total):
+def softmax_cross_entropy_rows(logits, labels, weights, weighted, probs, dlogits, label_smoothing,
+                               total_weight):
     """Softmax, cross-entropy and its gradient on a block of rows; returns the block's loss sum.
 
-    With ``t = (1 - ε) onehot(label) + ε / C`` the row loss is ``-Σ_c t_c log softmax(z)_c`` and
-    the gradient of the batch mean is ``(softmax(z) - t) / n_total``.
+    With ``t = (1 - ε) onehot(label) + ε / C`` the row loss is ``ℓ_i = -Σ_c t_c log softmax(z)_c``
+    and the gradient of the (weighted) batch mean ``Σ w_i ℓ_i / Σ w_i`` is
+    ``w_i (softmax(z) - t) / Σ w`` (``w_i = 1``, ``Σ w = N`` unweighted).
 
     Parameters
     ----------
     logits : (n, C) float, read only.
     labels : (n,) integer in [0, C), read only (validated by the caller).
+    weights : (n,) float sample weights, read only when ``weighted`` (any 1-d float array else).
+    weighted : bool, whether ``weights`` are used.
     probs : (n, C) float, **overwritten** with ``softmax(logits)``.
     dlogits : (n, C) float, **overwritten** with the gradient of the batch-mean loss.
-    label_smoothing : ε in [0, 1].
-    n_total : N, the size of the whole batch (the mean's denominator).
+    label_smoothing : ε in [0, 1) (checked by the caller).
+    total_weight : the mean's denominator over the whole batch: N, or ``Σ w`` (> 0) when weighted.
 
     Returns
     -------
-    float64 : ``Σ_rows loss`` over this block (not yet divided by N).
+    float64 : ``Σ_rows w_i ℓ_i`` over this block (not yet divided by ``total_weight``).
     """
     n, C = logits.shape
     off = label_smoothing / C
@@ -103,30 +107,41 @@ def softmax_cross_entropy_rows(logits, labels, probs, dlogits, label_smoothing, 
             log_prob = (z[j] - top) - log_sum
             sum_log_probs += log_prob
             p[j] = math.exp(log_prob)
-            g[j] = (p[j] - off) / n_total
         label = labels[i]
-        g[label] = ((p[label] - off) - on) / n_total
         nll = -((z[label] - top) - log_sum)
-        if label_smoothing != 0.0:
-            total += on * nll + label_smoothing * (-sum_log_probs / C)
+        row_loss = on * nll + label_smoothing * (-sum_log_probs / C) if label_smoothing != 0.0 else nll
+        if weighted:
+            scale = weights[i] / total_weight
+            for j in range(C):
+                g[j] = (p[j] - off) * scale
+            g[label] = ((p[label] - off) - on) * scale
+            total += weights[i] * row_loss
         else:
-            total += nll
+            for j in range(C):
+                g[j] = (p[j] - off) / total_weight
+            g[label] = ((p[label] - off) - on) / total_weight
+            total += row_loss
     return total
 
 
 @kernel(parallel=True)
-def softmax_cross_entropy_kernel(logits, labels, probs, dlogits, label_smoothing, nthreads):
+def softmax_cross_entropy_kernel(logits, labels, weights, weighted, probs, dlogits, label_smoothing,
+                                 total_weight, nthreads):
     """:func:`softmax_cross_entropy_rows` over all rows (``nthreads`` parallel blocks when > 1);
-    returns the mean loss (float64)."""
+    returns the (weighted) mean loss (float64). ``total_weight`` is N, or ``Σ w > 0`` when
+    ``weighted``."""
     N = logits.shape[0]
     if nthreads == 1:
-        return softmax_cross_entropy_rows(logits, labels, probs, dlogits, label_smoothing, N) / N
+        return softmax_cross_entropy_rows(logits, labels, weights, weighted, probs, dlogits,
+                                          label_smoothing, total_weight) / total_weight
     total = 0.0
     for t in prange(nthreads):
         lo, hi = t * N // nthreads, (t + 1) * N // nthreads
-        total += softmax_cross_entropy_rows(logits[lo:hi], labels[lo:hi], probs[lo:hi],
-                                            dlogits[lo:hi], label_smoothing, N)
-    return total / N
+        total += softmax_cross_entropy_rows(logits[lo:hi], labels[lo:hi],
+                                            weights[lo:hi] if weighted else weights, weighted,
+                                            probs[lo:hi], dlogits[lo:hi], label_smoothing,
+                                            total_weight)
+    return total / total_weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +179,45 @@ def mse_kernel(Y, T, dY, nthreads):
         lo, hi = t * n // nthreads, (t + 1) * n // nthreads
         total += mse_block(y[lo:hi], t_[lo:hi], d[lo:hi], 2.0 / n)
     return total / n
+
+
+@kernel()
+def mse_weighted_rows(Y, T, dY, weights, scale):
+    """Weighted MSE on a block of rows: ``dY[i] = scale · w_i (Y[i] - T[i])``; returns
+    ``Σ_i w_i Σ_c (Y_ic - T_ic)²`` in float64.
+
+    Y, T : (n, C) float, read only. dY : (n, C) float, **overwritten**. weights : (n,) float.
+    scale : ``2 / (C Σ w)`` over the whole batch.
+    """
+    total = 0.0
+    for i in range(Y.shape[0]):
+        w = weights[i]
+        s = dY.dtype.type(scale * w)
+        row = 0.0
+        for j in range(Y.shape[1]):
+            diff = Y[i, j] - T[i, j]
+            dY[i, j] = diff * s
+            row += float(diff) * float(diff)
+        total += w * row
+    return total
+
+
+@kernel(parallel=True)
+def mse_weighted_kernel(Y, T, dY, weights, total_weight, nthreads):
+    """Weighted mean of the rows' MSE, ``Σ_i w_i mean_c (Y_ic - T_ic)² / Σ w``, and its gradient.
+
+    Y, T : (N, C) float, read only. dY : (N, C), **overwritten** with ``2 w_i (Y - T) / (C Σ w)``.
+    weights : (N,) float, read only. total_weight : ``Σ w`` (> 0). Returns the float64 loss.
+    """
+    N, C = Y.shape
+    scale = 2.0 / (C * total_weight)
+    if nthreads == 1:
+        return mse_weighted_rows(Y, T, dY, weights, scale) / (C * total_weight)
+    total = 0.0
+    for t in prange(nthreads):
+        lo, hi = t * N // nthreads, (t + 1) * N // nthreads
+        total += mse_weighted_rows(Y[lo:hi], T[lo:hi], dY[lo:hi], weights[lo:hi], scale)
+    return total / (C * total_weight)
 
 
 # ---------------------------------------------------------------------------------------------

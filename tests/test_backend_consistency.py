@@ -1,56 +1,118 @@
 """Both backends have one interface: same methods and signatures, same errors, same side effects.
 
-Thinc-style consistency checks with :mod:`inspect`, a parametrised table of bad inputs that must be
-rejected with the same exception type and message on every backend, and the documented in-place
+Thinc-style consistency checks with :mod:`inspect`, the class-creation check of the interface, a
+parametrised table of bad inputs that the checked backend (what ``get_backend`` returns) must
+reject with the same exception type and message on every backend, and the documented in-place
 effects (``dY`` overwritten with dZ, gradients never modified by optimizer steps, unused state
 buffers left alone) checked on every backend.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend_grid import BACKENDS
-from fastnn.backend import Backend, NumpyBackend, get_backend
-from fastnn.numba_backend import NumbaBackend
+from fastnn.backends import OPERATIONS, Backend, CheckedBackend, NumpyBackend, get_backend, unwrap
+from fastnn.backends.numba import NumbaBackend
 
+ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = sorted(name for name, _ in inspect.getmembers(Backend, inspect.isfunction)
                 if not name.startswith("_"))
+CLASSES = (NumpyBackend, NumbaBackend, CheckedBackend)
 
 
 # ---------------------------------------------------------------------------------------------
-# signatures
+# the interface
 # ---------------------------------------------------------------------------------------------
+def test_operations_are_the_public_methods_of_the_interface():
+    assert sorted(OPERATIONS) == PUBLIC
+
+
 @pytest.mark.parametrize("method", PUBLIC)
 def test_public_methods_have_one_signature(method):
-    """Every backend exposes every public method with the reference's parameter names/defaults."""
-    expected = inspect.signature(getattr(NumpyBackend, method))
+    """Every backend class (and the checked wrapper) has every operation with the interface's
+    parameter names and defaults."""
+    expected = inspect.signature(getattr(Backend, method))
+    for cls in CLASSES:
+        assert inspect.signature(getattr(cls, method)) == expected, (cls.__name__, method)
     for name in BACKENDS:
         backend = get_backend(name)
-        assert inspect.signature(getattr(type(backend), method)) == expected, (name, method)
+        assert inspect.signature(getattr(type(unwrap(backend)), method)) == expected, (name, method)
 
 
-def test_numba_backend_overrides_no_public_method():
-    """Validation lives in the public methods, so a backend must not override them."""
-    overridden = {n for n, v in vars(NumbaBackend).items() if not n.startswith("_") and callable(v)}
-    assert overridden == set()
+def test_a_backend_missing_an_operation_is_refused_at_class_creation():
+    with pytest.raises(TypeError, match=r"^HalfBackend must implement .*softmax, softmax_cross_entropy"):
+        class HalfBackend(Backend):
+            def dense_forward(self, X, W, b, activation, out, preact=None):
+                return out
+
+    class Partial(Backend):  # an intermediate class may opt out explicitly
+        abstract = True
+
+    with pytest.raises(NotImplementedError, match="Partial needs softmax"):
+        Partial().softmax(np.ones((1, 1)), np.ones((1, 1)))
 
 
-def test_numba_implementations_have_reference_signatures():
-    """Each ``_`` implementation the Numba backend overrides has the reference's signature."""
-    implementations = [n for n, v in vars(NumbaBackend).items()
-                       if inspect.isfunction(v) and n.startswith("_") and not n.startswith("__")
-                       and hasattr(NumpyBackend, n)]
-    # the ops of the Numba kernels: everything on the hot path of training and inference
-    assert {"_dense_forward", "_dense_backward", "_softmax", "_softmax_cross_entropy", "_mse",
-            "_l2_penalty", "_sgd_step", "_rmsprop_step", "_adam_step", "_nadam_step",
-            "_gather_rows"} <= set(implementations)
-    for name in implementations:
-        assert inspect.signature(getattr(NumbaBackend, name)) == \
-            inspect.signature(getattr(NumpyBackend, name)), name
+def test_the_numba_backend_overrides_the_hot_path():
+    """The Numba backend overrides (at least) every operation of training and inference."""
+    overridden = {n for n, v in vars(NumbaBackend).items() if n in OPERATIONS and callable(v)}
+    assert {"dense_forward", "dense_backward", "softmax", "softmax_cross_entropy", "mse",
+            "l2_penalty", "sgd_step", "rmsprop_step", "adam_step", "nadam_step",
+            "gather_rows"} <= overridden
+
+
+def test_get_backend_returns_a_checked_backend_and_models_hold_the_fast_one():
+    import fastnn
+
+    for name in BACKENDS:
+        checked = get_backend(name)
+        assert isinstance(checked, CheckedBackend) and checked.name == name
+        assert get_backend(checked) is checked
+        assert not isinstance(checked.unchecked, CheckedBackend)
+        model = fastnn.FFNN([3, 2], backend=checked)
+        assert model.backend is checked.unchecked
+        assert unwrap(fastnn.FFNN([3, 2], backend=name).backend) is not None
+        assert type(fastnn.FFNN([3, 2], backend=name).backend) is type(checked.unchecked)
+    with pytest.raises(ValueError, match=r"The backend 'cuda' is not supported. Valid backends are \['numpy', 'numba'\]"):
+        get_backend("cuda")
+
+
+def test_label_smoothing_has_one_rule_for_model_and_backends():
+    import fastnn
+
+    message = r"label_smoothing must be in \[0.0, 1.0\), got 1.0"
+    with pytest.raises(ValueError, match=message):
+        fastnn.FFNN([3, 2], label_smoothing=1.0)
+    for name in BACKENDS:
+        with pytest.raises(ValueError, match=message):
+            get_backend(name).softmax_cross_entropy(**cross_entropy_args(label_smoothing=1.0))
+
+
+def _private_calls_on_other_objects(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            attr, owner = node.func.attr, node.func.value
+            if not attr.startswith("_") or attr.startswith("__"):
+                continue
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if isinstance(owner, ast.Call) and getattr(owner.func, "id", None) == "super":
+                continue
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node.func)}")
+    return found
+
+
+def test_no_code_calls_a_private_method_of_another_object():
+    """One door per operation: library code never calls another object's ``_`` method."""
+    calls = [c for d in ("fastnn", "kernels", "cli") for p in sorted((ROOT / d).rglob("*.py"))
+             for c in _private_calls_on_other_objects(p)]
+    assert calls == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +173,7 @@ BAD_CALLS = {
     "labels out of range": ("softmax_cross_entropy",
                             lambda: cross_entropy_args(labels=np.array([0, 4, 1]))),
     "smoothing above 1": ("softmax_cross_entropy", lambda: cross_entropy_args(label_smoothing=1.5)),
+    "smoothing of 1": ("softmax_cross_entropy", lambda: cross_entropy_args(label_smoothing=1.0)),
     "mse shape mismatch": ("mse", lambda: {"Y": f32(3, 4), "T": f32(4, 3), "dY": f32(3, 4)}),
     "l2 negative": ("l2_penalty", lambda: {"weights": f32(5), "dweights": f32(5), "l2": -1.0}),
     "dweights float64": ("l2_penalty", lambda: {"weights": f32(5), "dweights": np.ones(5), "l2": 0.1}),
@@ -123,6 +186,20 @@ BAD_CALLS = {
                                                          exp_avg=f32(5, 1), exp_avg_sq=f32(5, 1))),
     "indices out of range": ("gather_rows", lambda: gather_args(indices=np.array([0, 3]))),
     "gather out wrong shape": ("gather_rows", lambda: gather_args(out=f32(3, 2))),
+    "gather out aliases X": ("gather_rows", lambda: (lambda X: {"X": X, "indices": np.array([0, 1]),
+                                                                "out": X[:2]})(f32(3, 2))),
+    "weights negative": ("softmax_cross_entropy",
+                         lambda: cross_entropy_args(sample_weight=np.array([1, -1, 1], np.float32))),
+    "weights NaN": ("mse", lambda: {"Y": f32(3, 4), "T": f32(3, 4), "dY": f32(3, 4),
+                                    "sample_weight": np.array([1, np.nan, 1], np.float32)}),
+    "weights wrong length": ("mse", lambda: {"Y": f32(3, 4), "T": f32(3, 4), "dY": f32(3, 4),
+                                             "sample_weight": f32(4)}),
+    "weights float64": ("softmax_cross_entropy", lambda: cross_entropy_args(sample_weight=np.ones(3))),
+    "X Fortran order": ("dense_forward", lambda: dense_forward_args(X=np.asfortranarray(f32(4, 3)))),
+    "clip max_norm zero": ("clip_grad_norm", lambda: {"grad": f32(5), "max_norm": 0.0}),
+    "shift image_shape mismatch": ("shift_flip_images", lambda: {
+        "X": f32(2, 12), "image_shape": (2, 2, 2), "shift_rows": np.zeros(2, int),
+        "shift_cols": np.zeros(2, int), "flip": np.zeros(2, bool), "out": f32(2, 12)}),
 }
 
 

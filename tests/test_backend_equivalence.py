@@ -189,7 +189,7 @@ def test_softmax(backend, dtype, logits, in_place):
 
 
 @given(logits=st.tuples(dims, st.integers(1, 12)).flatmap(lambda s: floats(s, -20.0, 20.0)),
-       smoothing=st.one_of(st.just(0.0), st.floats(0.0, 1.0)), seed=st.integers(0, 2**32 - 1),
+       smoothing=st.one_of(st.just(0.0), st.floats(0.0, 1.0, exclude_max=True)), seed=st.integers(0, 2**32 - 1),
        label_dtype=st.sampled_from([np.int64, np.int32, np.uint8]))
 def test_softmax_cross_entropy(backend, dtype, logits, smoothing, seed, label_dtype):
     logits = logits.astype(dtype)
@@ -206,6 +206,39 @@ def test_softmax_cross_entropy(backend, dtype, logits, smoothing, seed, label_dt
     assert_matches(loss, loss_ref, dtype, 2 * np.abs(logits).max() + math.log(C), "loss")
     assert_matches(p, p_ref, dtype, np.ones_like(p_ref), "probs")
     assert_matches(g, g_ref, dtype, np.full_like(g_ref, 2.0 / N), "dlogits")
+
+
+@given(logits=st.tuples(dims, st.integers(1, 12)).flatmap(lambda s: floats(s, -20.0, 20.0)),
+       smoothing=st.one_of(st.just(0.0), st.floats(0.0, 1.0, exclude_max=True)), seed=st.integers(0, 2**32 - 1))
+def test_weighted_softmax_cross_entropy(backend, dtype, logits, smoothing, seed):
+    logits = logits.astype(dtype)
+    N, C = logits.shape
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, C, N)
+    weights = np.where(rng.random(N) < 0.2, 0.0, rng.uniform(0.0, 5.0, N)).astype(dtype)
+    results = []
+    for be in (reference, backend):
+        probs, dlogits = np.full_like(logits, np.nan), np.full_like(logits, np.nan)
+        loss = be.softmax_cross_entropy(logits.copy(), labels, probs, dlogits, smoothing, weights.copy())
+        results.append((loss, probs, dlogits))
+    (loss_ref, p_ref, g_ref), (loss, p, g) = results
+    assert_matches(loss, loss_ref, dtype, 2 * np.abs(logits).max() + math.log(C), "weighted loss")
+    assert_matches(p, p_ref, dtype, np.ones_like(p_ref), "probs")
+    share = weights.astype(np.float64) / max(weights.astype(np.float64).sum(), 1e-300)
+    assert_matches(g, g_ref, dtype, np.broadcast_to(2.0 * share[:, None], g.shape), "weighted dlogits")
+
+
+@given(shape=st.tuples(dims, dims), data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_weighted_mse(backend, dtype, shape, data, seed):
+    Y, T = (data.draw(floats(shape)).astype(dtype) for _ in range(2))
+    weights = np.random.default_rng(seed).uniform(0.0, 3.0, shape[0]).astype(dtype)
+    dY_ref, dY = np.full_like(Y, np.nan), np.full_like(Y, np.nan)
+    loss_ref = reference.mse(Y, T, dY_ref, weights)
+    loss = backend.mse(*copies(Y, T), dY, weights.copy())
+    diff = np.abs(Y.astype(np.float64)) + np.abs(T)
+    assert_matches(loss, loss_ref, dtype, np.mean(diff ** 2), "weighted loss")
+    share = weights.astype(np.float64) / max(weights.astype(np.float64).sum(), 1e-300)
+    assert_matches(dY, dY_ref, dtype, 2 * diff * share[:, None] / shape[1], "weighted dY")
 
 
 @given(shape=st.tuples(dims, dims), data=st.data())

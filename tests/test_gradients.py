@@ -27,16 +27,16 @@ STEP = 1e-5
 TOLERANCE = 1e-6
 
 
-def numeric_gradient(model: fastnn.FFNN, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def numeric_gradient(model: fastnn.FFNN, X: np.ndarray, y: np.ndarray, sample_weight=None) -> np.ndarray:
     """Central differences of the objective with respect to every arena entry (float64)."""
     arena = model.arena
     numeric = np.empty_like(arena)
     for k in range(arena.size):
         saved = arena[k]
         arena[k] = saved + STEP
-        plus = model.loss_and_grad(X, y)
+        plus = model.loss_and_grad(X, y, sample_weight=sample_weight)
         arena[k] = saved - STEP
-        minus = model.loss_and_grad(X, y)
+        minus = model.loss_and_grad(X, y, sample_weight=sample_weight)
         arena[k] = saved
         numeric[k] = (plus - minus) / (2 * STEP)
     return numeric
@@ -55,10 +55,10 @@ def assert_close_to_numeric(name: str, analytic: np.ndarray, numeric: np.ndarray
         f"{name}: relative error {relative_error(analytic, numeric):.3g} (|g|={scale:.3g})")
 
 
-def assert_gradients_match(model: fastnn.FFNN, X: np.ndarray, y: np.ndarray) -> None:
-    loss = model.loss_and_grad(X, y)
+def assert_gradients_match(model: fastnn.FFNN, X: np.ndarray, y: np.ndarray, sample_weight=None) -> None:
+    loss = model.loss_and_grad(X, y, sample_weight=sample_weight)
     analytic = model.grad_arena.copy()
-    numeric = numeric_gradient(model, X, y)
+    numeric = numeric_gradient(model, X, y, sample_weight)
     w_off, b_off = 0, model.n_weights
     for i, (W, b) in enumerate(model.params):
         assert_close_to_numeric(f"dW{i}", analytic[w_off: w_off + W.size], numeric[w_off: w_off + W.size], loss)
@@ -107,6 +107,22 @@ def test_gradient_with_float_targets_for_identity_head(backend):
     X = rng.normal(size=(5, 3))
     T = rng.normal(size=(5, 2))
     assert_gradients_match(model, X, T)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("output, smoothing", [("softmax", 0.0), ("softmax", 0.2), ("identity", 0.0)])
+@given(n=st.integers(1, 6), seed=st.integers(0, 2**16), zeros=st.booleans())
+def test_gradient_with_sample_weights(backend, output, smoothing, n, seed, zeros):
+    """Weighted losses: the gradient of Σ w_i ℓ_i / Σ w_i (some weights zero, when drawn)."""
+    rng = np.random.default_rng(seed)
+    model = fastnn.FFNN([3, 5, 4], activation="tanh", output=output, label_smoothing=smoothing,
+                        l2=0.05, backend=backend, dtype="float64", seed=seed)
+    X, y = rng.normal(size=(n, 3)), rng.integers(0, 4, size=n)
+    w = rng.uniform(0.1, 3.0, n)
+    if zeros and n > 1:
+        w[rng.random(n) < 0.4] = 0.0
+        w[0] = 0.5  # never all zero
+    assert_gradients_match(model, X, y, w)
 
 
 def test_gradient_check_detects_a_wrong_gradient():

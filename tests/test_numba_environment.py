@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastnn.kernels import activations as kernel_activations
 from fastnn.kernels import dense
 from threadpoolctl import ThreadpoolController
 
-import fastnn.threads
 from fastnn.activations import ACTIVATIONS
 from fastnn.backend import NumpyBackend
 from fastnn.numba_backend import NumbaBackend
@@ -127,29 +127,114 @@ def test_threads_option_is_validated(threads, error):
         NumbaBackend(threads=threads)
 
 
-def test_threads_default_follows_numba_num_threads():
+def test_threads_default_is_none_and_splits_by_numba_s_setting():
     import numba
 
-    assert NumbaBackend().threads == numba.config.NUMBA_NUM_THREADS
+    backend = NumbaBackend()
+    assert backend.threads is None
+    assert backend._blocks(10**9, 1) == numba.get_num_threads()
+    assert NumbaBackend(threads=1)._blocks(10**9, 1) == 1
+    assert backend._blocks(10, 100) == 1
 
 
-def test_single_thread_backend_limits_its_blas_and_agrees():
-    """``threads=1`` sets the BLAS that the kernels call to one thread and gives the same results."""
-    controller = next(c for c in ThreadpoolController().lib_controllers
-                      if c.filepath == NumbaBackend().setup.blas_library)
-    before = controller.num_threads
-    try:
-        backend = NumbaBackend(threads=1)
+def _kernel_blas(controller):
+    """BLAS thread count of ``controller``'s library (read through threadpoolctl)."""
+    return controller.num_threads
+
+
+@pytest.fixture()
+def kernel_blas_threads(monkeypatch):
+    """Record the BLAS thread count seen inside each dense kernel call (then run the kernel)."""
+    import fastnn.backends.numba as numba_backend
+
+    library = NumbaBackend().setup.blas_library
+    controller = next(c for c in ThreadpoolController().lib_controllers if c.filepath == library)
+    seen = []
+    for name in ("dense_forward_kernel", "dense_backward_kernel"):
+        original = getattr(numba_backend.dense, name)
+
+        def recording(*args, _original=original):
+            seen.append(_kernel_blas(controller))
+            return _original(*args)
+
+        monkeypatch.setattr(numba_backend.dense, name, recording)
+    return controller, seen
+
+
+def test_creating_and_training_a_numba_model_respects_threadpool_limits(kernel_blas_threads):
+    """Inside ``threadpool_limits(1)`` nothing fastnn does changes the BLAS thread count."""
+    import fastnn
+    from threadpoolctl import threadpool_limits
+
+    controller, seen = kernel_blas_threads
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 10)), rng.integers(0, 3, 64)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = fastnn.FFNN([10, 16, 3], backend="numba", seed=0)
+        NumbaBackend()
         assert controller.num_threads == 1
-        rng = np.random.default_rng(0)
-        X, W, b = rng.standard_normal((64, 50)), rng.standard_normal((50, 40)), rng.standard_normal(40)
-        out, expected = np.empty((64, 40)), np.empty((64, 40))
-        backend.dense_forward(X, W, b, "tanh", out)
-        NumpyBackend().dense_forward(X, W, b, "tanh", expected)
-        np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
-    finally:
-        fastnn.threads.configure(before)
-    assert controller.num_threads == before
+        model.fit(X, y, epochs=2, batch_size=16)
+        model.predict(X)
+        assert controller.num_threads == 1
+    assert seen and set(seen) == {1}
+
+
+def test_two_backends_with_different_threads_keep_their_own(kernel_blas_threads):
+    """``threads=n`` applies to that backend's calls only, and the user's setting is restored."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.fail("this test needs NUMBA_NUM_THREADS >= 2 (CI machines have 2 cores or more)")
+    controller, seen = kernel_blas_threads
+    one, two = NumbaBackend(threads=1), NumbaBackend(threads=2)
+    rng = np.random.default_rng(1)
+    X, W, b = rng.standard_normal((32, 20)), rng.standard_normal((20, 8)), rng.standard_normal(8)
+    out = np.empty((32, 8))
+    for user_limit in (1, 2):
+        with threadpool_limits(limits=user_limit, user_api="blas"):
+            seen.clear()
+            for backend in (one, two, one):
+                backend.dense_forward(X, W, b, "relu", out)
+                backend.dense_backward(X, W, out, np.ones_like(out), "relu", np.empty_like(W),
+                                       np.empty_like(b), np.empty_like(X))
+                assert controller.num_threads == user_limit
+            assert seen == [1, 1, 2, 2, 1, 1]
+
+
+def test_single_thread_backend_agrees_with_the_reference():
+    backend = NumbaBackend(threads=1)
+    rng = np.random.default_rng(0)
+    X, W, b = rng.standard_normal((64, 50)), rng.standard_normal((50, 40)), rng.standard_normal(40)
+    out, expected = np.empty((64, 40)), np.empty((64, 40))
+    backend.dense_forward(X, W, b, "tanh", out)
+    NumpyBackend().dense_forward(X, W, b, "tanh", expected)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+
+NORMALIZE_PROBE = """
+import numpy as np, numba
+from fastnn.data.preprocess import PARALLEL_MIN_PIXELS, apply_normalization
+X = np.random.default_rng(0).integers(0, 256, (PARALLEL_MIN_PIXELS // 3072 + 8, 32, 32, 3)).astype(np.uint8)
+mean, std = np.array([120.0, 110.0, 100.0]), np.array([60.0, 50.0, 70.0])
+out = apply_normalization(X, mean, std, "float32")
+expected = ((X.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).reshape(len(X), -1)
+assert np.array_equal(out, expected), np.abs(out - expected).max()
+try:
+    numba.threading_layer()
+except ValueError:
+    print("pool not started")
+else:
+    print("pool started")
+"""
+
+
+def test_loading_data_never_starts_numba_s_pool():
+    """Dataset normalisation (the large-input path, on two Python threads) leaves Numba's pool,
+    and so its threading layer, untouched."""
+    result = run_python(NORMALIZE_PROBE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == "pool not started"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +242,7 @@ def test_single_thread_backend_limits_its_blas_and_agrees():
 # ---------------------------------------------------------------------------------------------
 def test_kernel_activation_codes_match_fastnn_activations():
     """The kernels keep their own copy of the codes (cached code freezes globals)."""
-    kernel_codes = {name: getattr(dense, name.upper()) for name in ACTIVATIONS}
+    kernel_codes = {name: getattr(kernel_activations, name.upper()) for name in ACTIVATIONS}
     assert kernel_codes == {name: a.code for name, a in ACTIVATIONS.items()}
 
 

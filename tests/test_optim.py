@@ -79,7 +79,7 @@ def test_rmsprop_first_step_by_hand(backend):
 def test_adam_first_step_moves_by_lr(backend):
     # With bias correction, Adam's first step is lr * g / (|g| + eps') = lr * sign(g).
     model = tiny_model(backend)
-    opt = Adam(model, lr=0.01, eps=0.0)
+    opt = Adam(model, lr=0.01, eps=1e-300)  # eps must be > 0; 1e-300 vanishes next to |g| in float64
     traj = run_steps(opt, [[3.0, -0.5]])
     np.testing.assert_allclose(traj[0], [0.49, -0.24], rtol=1e-12)
     np.testing.assert_allclose(opt.exp_avg, [0.3, -0.05], rtol=1e-12)
@@ -95,7 +95,7 @@ def test_nadam_first_step_by_hand(backend):
     mu2 = 0.9 * (1 - 0.5 * 0.96 ** 0.008)
     expected = 0.5 - 0.01 * (1 + mu2 / (1 - mu1 * mu2) * 0.1)
     model = tiny_model(backend)
-    opt = NAdam(model, lr=0.01, eps=0.0)
+    opt = NAdam(model, lr=0.01, eps=1e-300)  # eps must be > 0; 1e-300 vanishes next to |g| in float64
     traj = run_steps(opt, [[3.0, -1.0]])
     assert traj[0, 0] == pytest.approx(expected, rel=1e-12)
     assert traj[0, 1] == pytest.approx(-0.25 + (0.5 - expected), rel=1e-12)  # same size, opposite sign
@@ -243,3 +243,107 @@ def test_load_state_dict_refuses_another_optimizer():
     a = Adam(tiny_model("numpy"))
     with pytest.raises(ValueError, match="optimizer state is for 'rmsprop', not 'adam'"):
         a.load_state_dict(RMSprop(tiny_model("numpy")).state_dict())
+
+
+@pytest.mark.parametrize("cls", [RMSprop, Adam, NAdam])
+def test_eps_must_be_positive(cls):
+    """torch accepts eps=0; fastnn refuses it (a never-updated parameter would become 0/0)."""
+    with pytest.raises(ValueError, match=r"eps must be in \(0.0, inf\], got 0.0"):
+        cls(tiny_model("numpy"), eps=0.0)
+
+
+def _crafted(state, **change):
+    state = {**state, **change}
+    return state
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown scalar", r"optimizer state scalar 'evil' is not one of nadam's scalars \['mu_product'\]"),
+    ("nan scalar", "optimizer state scalar 'mu_product' must be a finite real number"),
+    ("nan buffer", "optimizer buffer 'exp_avg' must hold finite real numbers"),
+    ("string buffer", "optimizer buffer 'exp_avg' must hold finite real numbers"),
+    ("short buffer", r"optimizer buffer 'exp_avg' has shape \(1,\), expected \(2,\)"),
+    ("missing buffer", r"optimizer state has buffers \['exp_avg_sq'\], expected \['exp_avg', 'exp_avg_sq'\]"),
+    ("negative step_count", "optimizer state key 'step_count' must be an integer >= 0, got -1"),
+    ("float step_count", "optimizer state key 'step_count' must be an integer >= 0, got 2.5"),
+    ("bool step_count", "optimizer state key 'step_count' must be an integer >= 0, got True"),
+])
+def test_load_state_dict_validates_everything_before_changing_anything(case, message):
+    opt = NAdam(tiny_model("numpy"), lr=0.01)
+    run_steps(opt, [[1.0, -1.0], [0.5, 2.0]])
+    good = opt.state_dict()
+    bad = {**good, "buffers": dict(good["buffers"]), "scalars": dict(good["scalars"])}
+    if case == "unknown scalar":
+        bad["scalars"]["evil"] = 1.0
+    elif case == "nan scalar":
+        bad["scalars"]["mu_product"] = float("nan")
+    elif case == "nan buffer":
+        bad["buffers"]["exp_avg"] = np.array([np.nan, 0.0])
+    elif case == "string buffer":
+        bad["buffers"]["exp_avg"] = np.array(["a", "b"])
+    elif case == "short buffer":
+        bad["buffers"]["exp_avg"] = np.zeros(1)
+    elif case == "missing buffer":
+        del bad["buffers"]["exp_avg"]
+    elif case == "negative step_count":
+        bad["step_count"] = -1
+    elif case == "float step_count":
+        bad["step_count"] = 2.5
+    elif case == "bool step_count":
+        bad["step_count"] = True
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["step_count"] == good["step_count"] and after["scalars"] == good["scalars"]
+    for k, v in good["buffers"].items():
+        np.testing.assert_array_equal(after["buffers"][k], v)
+
+
+class Arenas:
+    """Not an FFNN: just the three attributes an optimizer binds to."""
+
+    def __init__(self, n, backend="numpy"):
+        self.arena = np.linspace(-1, 1, n)
+        self.grad_arena = np.zeros(n)
+        self.backend = fastnn.get_backend(backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_optimizers_bind_to_anything_with_arenas(backend):
+    """Duck typing: an optimizer needs arena, grad_arena and backend, not a model class."""
+    holder, model = Arenas(2, backend), tiny_model(backend, params=(-1.0, 1.0))
+    for target in (holder, model):
+        opt = Adam(target, lr=0.1)
+        target.grad_arena[:] = [0.5, -2.0]
+        opt.step()
+    np.testing.assert_array_equal(holder.arena, model.arena)
+
+
+@pytest.mark.parametrize("target, error, message", [
+    (object(), TypeError, "model must have arena, grad_arena and backend attributes"),
+    ("float32 grads", ValueError, "model.grad_arena must match model.arena"),
+    ("2-d arena", TypeError, "model.arena must be a 1-d C-contiguous float32 or float64 array"),
+    ("no backend", TypeError, "model.backend must be a fastnn Backend, got str"),
+])
+def test_binding_checks_the_arenas_once(target, error, message):
+    if isinstance(target, str):
+        holder = Arenas(4)
+        if target == "float32 grads":
+            holder.grad_arena = holder.grad_arena.astype(np.float32)
+        elif target == "2-d arena":
+            holder.arena = holder.arena.reshape(2, 2)
+        else:
+            holder.backend = "numpy"
+        target = holder
+    with pytest.raises(error, match=message):
+        SGD(target)
+
+
+def test_optimizer_module_does_not_import_the_model():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(fastnn.optim.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "fastnn.model" not in imported and "fastnn" not in imported

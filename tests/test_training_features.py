@@ -43,13 +43,13 @@ def test_dropout_gradient_with_frozen_masks(backend):
     model = fastnn.FFNN([4, 6, 5, 3], activation="tanh", dropout=[0.3, 0.5], backend=backend,
                         dtype="float64", seed=2)
     X, y = rng.normal(size=(5, 4)), rng.integers(0, 3, 5)
-    original = model._loss_and_grad
+    original = model.loss_and_grad
 
-    def frozen(X, y, training=True):
+    def frozen(X, y, training=True, sample_weight=None):
         model.noise_rng = np.random.default_rng(123)
-        return original(X, y, training)
+        return original(X, y, training, sample_weight)
 
-    model._loss_and_grad = frozen
+    model.loss_and_grad = frozen
     assert_gradients_match(model, X, y)
 
 

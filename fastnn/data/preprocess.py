@@ -57,7 +57,7 @@ def apply_normalization(X: np.ndarray, mean: np.ndarray, std: np.ndarray,
     else (N, H, W, C). This is the function to re-apply a saved model's (mean, std) with.
     The arithmetic runs on rows of H*W*C values against per-position copies of mean and std,
     which is several times faster than broadcasting over a last axis of length C. Large uint8
-    inputs go through a compiled kernel on two threads (`fastnn.kernels.rows`): the same float
+    inputs go through a compiled kernel on two threads (`fastnn.data.normalize`): the same float
     arithmetic, with the output's first touch (most of the cost for CIFAR-10's 740 MB) split
     between the cores.
     """
@@ -84,10 +84,6 @@ PARALLEL_MIN_PIXELS = 1 << 22
 
 
 def _normalize_in_parallel(rows: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray) -> None:
-    import numba
+    from fastnn.data.normalize import normalize_rows  # Python threads: Numba's pool stays off
 
-    from fastnn.kernels.rows import normalize_rows_kernel
-    from fastnn.threads import start_numba_pool
-
-    start_numba_pool()  # picks the threading layer fastnn wants before the first parallel kernel
-    normalize_rows_kernel(rows, mean, std, out, numba.get_num_threads())
+    normalize_rows(rows, mean, std, out)

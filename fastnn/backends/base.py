@@ -1,0 +1,270 @@
+"""The ``Backend`` interface: every operation a backend implements, declared once.
+
+Every piece of numerical work on a model's arrays goes through a backend. The interface is
+coarse-grained: each method is a fused operation that a fast backend can do in one pass.
+
+One name per operation
+----------------------
+A backend's public methods *are* its fast implementations: they trust their arguments (types,
+dtypes, shapes, contiguity, index ranges) and do no checking. The model, the optimizers and the
+trainer make every array they pass safe once, at their own boundary, and then call these methods
+directly. Users who call backend operations themselves get :func:`fastnn.backends.get_backend`'s
+:class:`~fastnn.backends.checked.CheckedBackend`: the same methods and signatures, which validate
+every argument (with the same messages for every backend) and then delegate.
+
+:class:`Backend` declares every operation (:data:`OPERATIONS`); a concrete subclass that does not
+implement one of them is a ``TypeError`` when the class is created, not an ``AttributeError`` deep
+in training. :class:`~fastnn.backends.numpy.NumpyBackend` is the complete, readable reference;
+:class:`~fastnn.backends.numba.NumbaBackend` subclasses it and overrides what it speeds up.
+
+Conventions shared by every method
+----------------------------------
+* ``N`` is the batch size, ``D`` a layer's fan-in, ``H`` its fan-out, ``C`` the number of outputs.
+* Weight layout: ``W`` has shape ``(D, H)``, so a dense layer computes ``Y = f(X @ W + b)``.
+* Float arrays are float32 or float64, all of one dtype within a call, and C-contiguous; integer
+  arrays (labels, indices) hold valid values. (:mod:`fastnn.backends.checks` states each rule.)
+  Inputs may be read-only or memory-mapped; only the buffers named as written must be writable.
+* Buffers to write into are explicit arguments; each method states what it writes in place and
+  returns its result. Nothing else is modified: in particular the optimizer steps never modify the
+  gradient they read.
+"""
+
+from __future__ import annotations
+
+#: Every operation of the interface, in the order of the documentation.
+OPERATIONS = (
+    "dense_forward", "dense_backward",
+    "softmax", "softmax_cross_entropy", "mse", "l2_penalty",
+    "sgd_step", "rmsprop_step", "adam_step", "nadam_step",
+    "dropout_forward", "dropout_backward", "clip_grad_norm",
+    "shift_flip_images", "gather_rows",
+)
+
+
+class Backend:
+    """The interface every backend implements.
+
+    Subclasses implement every name in :data:`OPERATIONS` with the signature declared here (a
+    test checks the signatures with :mod:`inspect`). A subclass that sets ``abstract = True`` in
+    its body may leave operations out; any other subclass missing one is refused at class creation.
+    """
+
+    name = "abstract"
+    abstract = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False):
+            return
+        missing = [op for op in OPERATIONS if getattr(cls, op) is getattr(Backend, op)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must implement {', '.join(missing)} (every operation "
+                            f"of fastnn.backends.base.Backend), or set abstract = True.")
+
+    def _missing(self, operation: str):
+        raise NotImplementedError(f"{type(self).__name__} needs {operation}.")
+
+    # ---------------------------------------------------------------- dense layers
+    def dense_forward(self, X, W, b, activation, out, preact=None):
+        """Fused dense layer: ``out = f(X @ W + b)``.
+
+        Parameters
+        ----------
+        X : (N, D) float array, read only.
+        W : (D, H) float array, read only.
+        b : (H,) float array, read only.
+        activation : canonical activation name (see :mod:`fastnn.activations`).
+        out : (N, H) float array, overwritten with the activations ``Y``; must not share memory
+            with ``X``.
+        preact : (N, H) float array or None. Overwritten with ``Z = X @ W + b`` when given; required
+            for activations whose derivative needs ``Z`` (GELU).
+
+        Returns
+        -------
+        out
+        """
+        self._missing("dense_forward")
+
+    def dense_backward(self, X, W, Y, dY, activation, dW, db, dX=None, preact=None):
+        """Backward pass of :meth:`dense_forward`.
+
+        Computes ``dZ = dY ⊙ f'(Z)`` (from ``Y``, or from ``preact`` for GELU), then
+        ``dW = Xᵀ dZ``, ``db = Σ_rows dZ`` and, when ``dX`` is given, ``dX = dZ Wᵀ``.
+
+        Parameters
+        ----------
+        X : (N, D) layer input, read only (may be read-only memory).
+        W : (D, H) weights, read only.
+        Y : (N, H) layer output from the forward pass, read only.
+        dY : (N, H) gradient of the loss with respect to ``Y``. **Overwritten in place with dZ.**
+        activation : canonical activation name.
+        dW : (D, H), overwritten. db : (H,), overwritten.
+        dX : (N, D) or None, overwritten when given (skip it for the first layer).
+        preact : (N, H) pre-activation ``Z`` from the forward pass; required for GELU.
+
+        Returns
+        -------
+        dX (or None)
+        """
+        self._missing("dense_backward")
+
+    # ---------------------------------------------------------------- losses
+    def softmax(self, logits, out):
+        """Row-wise softmax: ``out[i] = exp(z_i - max z_i) / Σ exp(z_i - max z_i)``.
+
+        logits : (N, C) read only; out : (N, C) overwritten (may be ``logits`` itself). Returns out.
+        """
+        self._missing("softmax")
+
+    def softmax_cross_entropy(self, logits, labels, probs, dlogits, label_smoothing=0.0,
+                              sample_weight=None):
+        """Softmax + cross-entropy, its value and its gradient in one call.
+
+        With targets ``t = (1 - ε) onehot(labels) + ε / C`` (``ε = label_smoothing``) the row loss
+        is ``ℓ_i = -Σ_c t_ic log softmax(z_i)_c``. Unweighted, ``L = (1/N) Σ_i ℓ_i`` (PyTorch's
+        ``cross_entropy`` with ``reduction='mean'``) and ``∂L/∂z_i = (softmax(z_i) - t_i) / N``.
+        With sample weights ``w``, ``L = Σ_i w_i ℓ_i / Σ_i w_i`` and
+        ``∂L/∂z_i = w_i (softmax(z_i) - t_i) / Σ w``; integer weights equal repeated rows. When
+        ``Σ w = 0`` the loss is 0 and ``dlogits`` is zero (the batch carries no weight).
+
+        Parameters
+        ----------
+        logits : (N, C) float, read only; N ≥ 1.
+        labels : (N,) integer array with values in [0, C), read only.
+        probs : (N, C) float, overwritten with ``softmax(logits)``.
+        dlogits : (N, C) float, overwritten with ``∂L/∂logits``.
+        label_smoothing : ε in [0, 1).
+        sample_weight : (N,) float of the logits' dtype, finite and ≥ 0, read only; or None.
+
+        Returns
+        -------
+        float : the (weighted) mean loss L.
+        """
+        self._missing("softmax_cross_entropy")
+
+    def mse(self, Y, T, dY, sample_weight=None):
+        """Mean squared error and its gradient.
+
+        Unweighted, ``L = (1/(N C)) Σ (Y - T)²`` (PyTorch's ``mse_loss``) and
+        ``∂L/∂Y = 2 (Y - T) / (N C)``. With sample weights, the row loss is its mean over the C
+        outputs, ``ℓ_i = (1/C) Σ_c (Y_ic - T_ic)²``, and ``L = Σ_i w_i ℓ_i / Σ w`` (uniform weights
+        give the unweighted value), ``∂L/∂Y_i = 2 w_i (Y_i - T_i) / (C Σ w)``; ``Σ w = 0`` gives
+        0 and a zero gradient.
+
+        Y : (N, C) outputs, read only. T : (N, C) targets, read only. dY : (N, C), overwritten.
+        sample_weight : (N,) float of Y's dtype, finite and ≥ 0, or None. Returns the float loss.
+        """
+        self._missing("mse")
+
+    def l2_penalty(self, weights, dweights, l2):
+        """L2 regularisation: returns ``(λ/2) Σ w²`` and adds ``λ w`` to ``dweights`` in place.
+
+        weights : (P,) float, read only (the weight part of the parameter arena, biases excluded).
+        dweights : (P,) float, **incremented in place** by ``λ · weights``.
+        l2 : λ ≥ 0. With λ = 0 nothing is written and 0.0 is returned.
+        """
+        self._missing("l2_penalty")
+
+    # ---------------------------------------------------------------- optimizer updates
+    # Each step updates ``param`` and the state buffers in place over the whole flat arena; the
+    # scalars that depend only on the step count are computed by the optimizer in Python.
+    def sgd_step(self, param, grad, momentum_buffer, lr, momentum=0.0, dampening=0.0,
+                 weight_decay=0.0, nesterov=False, first_step=False):
+        """SGD with optional momentum, dampening and Nesterov momentum (``torch.optim.SGD``).
+
+        ``g = grad + wd·p``; with momentum μ: ``buf = g`` on the first step, else
+        ``buf = μ buf + (1 - dampening) g``; then ``g = g + μ buf`` (Nesterov) or ``g = buf``;
+        finally ``p -= lr g``.
+
+        param : (P,) updated in place. grad : (P,) read only.
+        momentum_buffer : (P,) updated in place when momentum > 0, else may be None.
+        Returns param.
+        """
+        self._missing("sgd_step")
+
+    def rmsprop_step(self, param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99,
+                     eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        """RMSprop (``torch.optim.RMSprop``).
+
+        ``g = grad + wd·p``; ``s = α s + (1-α) g²``; centered: ``ḡ = α ḡ + (1-α) g`` and
+        ``d = √(s - ḡ²) + ε``, else ``d = √s + ε``; with momentum μ: ``buf = μ buf + g / d`` and
+        ``p -= lr buf``, else ``p -= lr g / d``.
+
+        param, square_avg (and grad_avg when centered, momentum_buffer when momentum > 0) :
+        (P,) updated in place; grad : (P,) read only. Returns param.
+        """
+        self._missing("rmsprop_step")
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                  bias_correction1, bias_correction2):
+        """Adam (``torch.optim.Adam``, L2-coupled weight decay).
+
+        ``g = grad + wd·p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
+        ``p -= (lr / bc1) · m / (√v / √bc2 + ε)`` with ``bc_k = 1 - β_k^t`` given by the caller.
+
+        param, exp_avg, exp_avg_sq : (P,) updated in place; grad : (P,) read only. Returns param.
+        """
+        self._missing("adam_step")
+
+    def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
+                   bias_correction2, grad_coef, avg_coef):
+        """NAdam (``torch.optim.NAdam``), given the step's momentum-schedule coefficients.
+
+        ``g = grad + wd·p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
+        ``d = √(v / bc2) + ε``; ``p -= grad_coef · g / d + avg_coef · m / d`` where the caller
+        passes ``grad_coef = lr (1-μ_t) / (1-Π_{i≤t} μ_i)`` and
+        ``avg_coef = lr μ_{t+1} / (1 - Π_{i≤t+1} μ_i)``.
+
+        param, exp_avg, exp_avg_sq : (P,) updated in place; grad : (P,) read only. Returns param.
+        """
+        self._missing("nadam_step")
+
+    # ---------------------------------------------------------------- regularisation
+    def dropout_forward(self, Y, uniform, p, out, mask):
+        """Inverted dropout: ``mask = [uniform ≥ p] / (1 - p)``, ``out = Y ⊙ mask``.
+
+        The uniform draws come from the model's seeded RNG, so masks are identical on every backend
+        (Srivastava et al., 2014, "Dropout: A Simple Way to Prevent Neural Networks from Overfitting").
+
+        Y : (N, H) float, read only. uniform : (N, H) float of Y's dtype in [0, 1), read only.
+        p : drop probability in [0, 1). out : (N, H), overwritten. mask : (N, H), overwritten.
+        Returns out.
+        """
+        self._missing("dropout_forward")
+
+    def dropout_backward(self, dY, mask):
+        """Backward of :meth:`dropout_forward`: ``dY ⊙= mask`` in place. dY, mask : (N, H). Returns dY."""
+        self._missing("dropout_backward")
+
+    def clip_grad_norm(self, grad, max_norm):
+        """Rescale ``grad`` in place so its L2 norm is at most ``max_norm`` (``torch.nn.utils.clip_grad_norm_``).
+
+        With ``‖g‖`` the norm, ``g ← g · max_norm / (‖g‖ + 1e-6)`` when that factor is below 1.
+        grad : (P,) float, possibly scaled in place. max_norm > 0. Returns the norm before
+        clipping (float).
+        """
+        self._missing("clip_grad_norm")
+
+    def shift_flip_images(self, X, image_shape, shift_rows, shift_cols, flip, out):
+        """Shift each image by whole pixels (zero fill) and optionally mirror it left-right.
+
+        ``out[k, r, c] = X[k, r - shift_rows[k], c' - shift_cols[k]]`` where ``c' = W-1-c`` when
+        ``flip[k]`` else ``c``, and 0 where the source lies outside the image.
+
+        X : (N, H·W·C) float, images flattened in HWC order, read only.
+        image_shape : (H, W, C) ints. shift_rows, shift_cols : (N,) int64. flip : (N,) bool.
+        out : (N, H·W·C) of X's dtype, overwritten; must not share memory with X. Returns out.
+        """
+        self._missing("shift_flip_images")
+
+    # ---------------------------------------------------------------- data movement
+    def gather_rows(self, X, indices, out):
+        """Copy rows: ``out[k] = X[indices[k]]`` (batch gathering).
+
+        X : (M, D) float, read only. indices : (N,) integer array with values in [0, M).
+        out : (N, D) of X's dtype, overwritten. Returns out.
+        """
+        self._missing("gather_rows")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,324 @@
+"""Validation of backend arguments, in one place, and the checked backend that applies it.
+
+:class:`CheckedBackend` wraps any backend: each operation checks its arguments with the rules
+below (the same ``TypeError``/``ValueError`` and message whatever the backend), converts scalars,
+then calls the wrapped backend's operation of the same name. :func:`fastnn.backends.get_backend`
+returns one, so a user calling backend operations directly can never hand a kernel an array it
+would misread. The model, the optimizers and the trainer hold the wrapped backend itself
+(:func:`unwrap`): their arrays are made safe once at their own boundary.
+
+Rules: float arrays are ``numpy.ndarray`` of float32 or float64, one dtype per call, of the stated
+number of dimensions and shape, C-contiguous; arrays written in place must be writeable and must
+not share memory with the arrays they are computed from where the operation says so; integer
+arrays (labels, indices) have an integer dtype, the stated shape and values in range; sample
+weights are finite and non-negative; scalars are finite and in their documented range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn.activations import resolve_activation
+from fastnn.backends.base import Backend
+from fastnn.validation import check_float_range, check_label_smoothing
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------
+# The rules
+# --------------------------------------------------------------------------------------------
+def check_float(name: str, a: object, ndim: int, dtype: np.dtype | None = None) -> np.ndarray:
+    """Check that ``a`` is a C-contiguous float32/float64 ndarray of ``ndim`` dims (and ``dtype``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}.")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}.")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} like the other arrays, got {a.dtype}.")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}.")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name}).")
+    return a
+
+
+def check_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> None:
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}.")
+
+
+def check_writable(name: str, a: np.ndarray) -> None:
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is written in place and must be writeable.")
+
+
+def check_disjoint(name: str, a: np.ndarray, other: str, b: np.ndarray) -> None:
+    if np.shares_memory(a, b):
+        raise ValueError(f"{name} must not share memory with {other}.")
+
+
+def check_flat_group(names: tuple[str, ...], arrays: tuple[object, ...]) -> np.dtype:
+    """Check a parameter array and its same-layout companions (gradient, optimizer state)."""
+    first = check_float(names[0], arrays[0], 1)
+    for name, a in zip(names[1:], arrays[1:]):
+        check_float(name, a, 1, first.dtype)
+        check_shape(name, a, first.shape)
+    for name, a in zip(names, arrays):
+        if name != "grad":
+            check_writable(name, a)
+    return first.dtype
+
+
+def check_labels(labels: object, N: int, C: int) -> None:
+    if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer numpy array, got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)}.")
+    if labels.shape != (N,):
+        raise ValueError(f"labels must have shape {(N,)}, got {labels.shape}.")
+    if N and (labels.min() < 0 or labels.max() >= C):
+        raise ValueError(f"labels must be in [0, {C}), got values in "
+                         f"[{labels.min()}, {labels.max()}].")
+
+
+def check_indices(indices: object, M: int) -> None:
+    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu" or indices.ndim != 1:
+        raise TypeError("indices must be a 1-d integer numpy array.")
+    if indices.size and (indices.min() < 0 or indices.max() >= M):
+        raise ValueError(f"indices must be in [0, {M}), got values in "
+                         f"[{indices.min()}, {indices.max()}].")
+
+
+def check_weights(sample_weight: object, N: int, dtype: np.dtype) -> np.ndarray | None:
+    """``sample_weight`` is None or an (N,) array of ``dtype``, finite and ≥ 0."""
+    if sample_weight is None:
+        return None
+    w = check_float("sample_weight", sample_weight, 1, dtype)
+    check_shape("sample_weight", w, (N,))
+    if N and not (np.isfinite(w).all() and w.min() >= 0):
+        raise ValueError("sample_weight must hold finite values >= 0, got values in "
+                         f"[{w.min()}, {w.max()}].")
+    return w
+
+
+def unwrap(backend: Backend) -> Backend:
+    """The backend a :class:`CheckedBackend` wraps (any other backend is returned as is)."""
+    return backend.unchecked if isinstance(backend, CheckedBackend) else backend
+
+
+# --------------------------------------------------------------------------------------------
+# The checked backend
+# --------------------------------------------------------------------------------------------
+class CheckedBackend(Backend):
+    """A backend whose every operation validates its arguments, then calls ``unchecked``'s.
+
+    Parameters
+    ----------
+    backend : the backend to wrap (a ``CheckedBackend`` is unwrapped first).
+
+    Attributes
+    ----------
+    unchecked : the wrapped backend, whose operations trust their arguments.
+    name : the wrapped backend's name. Other attributes (``threads``, …) are read from it too.
+    """
+
+    def __init__(self, backend: Backend):
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a fastnn Backend, got {type(backend).__name__}.")
+        self.unchecked = unwrap(backend)
+        self.name = self.unchecked.name
+
+    def __getattr__(self, attribute: str):
+        if attribute.startswith("_") or attribute == "unchecked":
+            raise AttributeError(attribute)
+        return getattr(self.unchecked, attribute)
+
+    def __repr__(self) -> str:
+        return f"CheckedBackend({self.unchecked!r})"
+
+    # ---------------------------------------------------------------- dense layers
+    def dense_forward(self, X, W, b, activation, out, preact=None):
+        act = resolve_activation(activation)
+        X = check_float("X", X, 2)
+        dt = X.dtype
+        N, D = X.shape
+        check_float("W", W, 2, dt)
+        H = W.shape[1]
+        check_shape("W", W, (D, H))
+        check_float("b", b, 1, dt)
+        check_shape("b", b, (H,))
+        check_float("out", out, 2, dt)
+        check_shape("out", out, (N, H))
+        check_writable("out", out)
+        if preact is not None:
+            check_float("preact", preact, 2, dt)
+            check_shape("preact", preact, (N, H))
+            check_writable("preact", preact)
+            check_disjoint("preact", preact, "X", X)
+        elif act.needs_preactivation:
+            raise ValueError(f"activation {act.name!r} needs a preact buffer of shape {(N, H)}.")
+        check_disjoint("out", out, "X", X)
+        return self.unchecked.dense_forward(X, W, b, act.name, out, preact)
+
+    def dense_backward(self, X, W, Y, dY, activation, dW, db, dX=None, preact=None):
+        act = resolve_activation(activation)
+        X = check_float("X", X, 2)
+        dt = X.dtype
+        N, D = X.shape
+        check_float("W", W, 2, dt)
+        H = W.shape[1]
+        check_shape("W", W, (D, H))
+        for name, a, shape in (("Y", Y, (N, H)), ("dY", dY, (N, H)), ("dW", dW, (D, H)),
+                               ("db", db, (H,))):
+            check_float(name, a, len(shape), dt)
+            check_shape(name, a, shape)
+        for name, a in (("dY", dY), ("dW", dW), ("db", db)):
+            check_writable(name, a)
+        if dX is not None:
+            check_float("dX", dX, 2, dt)
+            check_shape("dX", dX, (N, D))
+            check_writable("dX", dX)
+        if act.needs_preactivation:
+            if preact is None:
+                raise ValueError(f"activation {act.name!r} needs the preact buffer of the forward pass.")
+            check_float("preact", preact, 2, dt)
+            check_shape("preact", preact, (N, H))
+        else:
+            preact = None
+        return self.unchecked.dense_backward(X, W, Y, dY, act.name, dW, db, dX, preact)
+
+    # ---------------------------------------------------------------- losses
+    def softmax(self, logits, out):
+        logits = check_float("logits", logits, 2)
+        check_float("out", out, 2, logits.dtype)
+        check_shape("out", out, logits.shape)
+        check_writable("out", out)
+        return self.unchecked.softmax(logits, out)
+
+    def softmax_cross_entropy(self, logits, labels, probs, dlogits, label_smoothing=0.0,
+                              sample_weight=None):
+        logits = check_float("logits", logits, 2)
+        N, C = logits.shape
+        check_labels(labels, N, C)
+        for name, a in (("probs", probs), ("dlogits", dlogits)):
+            check_float(name, a, 2, logits.dtype)
+            check_shape(name, a, (N, C))
+            check_writable(name, a)
+        label_smoothing = check_label_smoothing(label_smoothing)
+        if N == 0:
+            raise ValueError("softmax_cross_entropy needs at least one row, got N=0.")
+        sample_weight = check_weights(sample_weight, N, logits.dtype)
+        return float(self.unchecked.softmax_cross_entropy(logits, np.ascontiguousarray(labels), probs,
+                                                          dlogits, label_smoothing, sample_weight))
+
+    def mse(self, Y, T, dY, sample_weight=None):
+        Y = check_float("Y", Y, 2)
+        check_float("T", T, 2, Y.dtype)
+        check_shape("T", T, Y.shape)
+        check_float("dY", dY, 2, Y.dtype)
+        check_shape("dY", dY, Y.shape)
+        check_writable("dY", dY)
+        if Y.size == 0:
+            raise ValueError(f"mse needs a non-empty array, got shape {Y.shape}.")
+        sample_weight = check_weights(sample_weight, Y.shape[0], Y.dtype)
+        return float(self.unchecked.mse(Y, T, dY, sample_weight))
+
+    def l2_penalty(self, weights, dweights, l2):
+        check_flat_group(("weights", "dweights"), (weights, dweights))
+        l2 = check_float_range("l2", l2, 0.0)
+        return float(self.unchecked.l2_penalty(weights, dweights, l2))
+
+    # ---------------------------------------------------------------- optimizer updates
+    def sgd_step(self, param, grad, momentum_buffer, lr, momentum=0.0, dampening=0.0,
+                 weight_decay=0.0, nesterov=False, first_step=False):
+        arrays = (param, grad) if momentum_buffer is None else (param, grad, momentum_buffer)
+        check_flat_group(("param", "grad", "momentum_buffer")[:len(arrays)], arrays)
+        if momentum != 0.0 and momentum_buffer is None:
+            raise ValueError("sgd_step with momentum > 0 needs a momentum_buffer.")
+        return self.unchecked.sgd_step(param, grad, momentum_buffer, float(lr), float(momentum),
+                                       float(dampening), float(weight_decay), bool(nesterov),
+                                       bool(first_step))
+
+    def rmsprop_step(self, param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99,
+                     eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        names, arrays = ["param", "grad", "square_avg"], [param, grad, square_avg]
+        if centered:
+            names.append("grad_avg"); arrays.append(grad_avg)
+        if momentum > 0.0:
+            names.append("momentum_buffer"); arrays.append(momentum_buffer)
+        if any(a is None for a in arrays):
+            raise ValueError("rmsprop_step needs grad_avg when centered and momentum_buffer "
+                             "when momentum > 0.")
+        check_flat_group(tuple(names), tuple(arrays))
+        return self.unchecked.rmsprop_step(param, grad, square_avg, grad_avg if centered else None,
+                                           momentum_buffer if momentum > 0.0 else None, float(lr),
+                                           float(alpha), float(eps), float(weight_decay),
+                                           float(momentum), bool(centered))
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                  bias_correction1, bias_correction2):
+        check_flat_group(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq))
+        return self.unchecked.adam_step(param, grad, exp_avg, exp_avg_sq, float(lr), float(beta1),
+                                        float(beta2), float(eps), float(weight_decay),
+                                        float(bias_correction1), float(bias_correction2))
+
+    def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
+                   bias_correction2, grad_coef, avg_coef):
+        check_flat_group(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq))
+        return self.unchecked.nadam_step(param, grad, exp_avg, exp_avg_sq, float(beta1), float(beta2),
+                                         float(eps), float(weight_decay), float(bias_correction2),
+                                         float(grad_coef), float(avg_coef))
+
+    # ---------------------------------------------------------------- regularisation
+    def dropout_forward(self, Y, uniform, p, out, mask):
+        Y = check_float("Y", Y, 2)
+        for name, a in (("uniform", uniform), ("out", out), ("mask", mask)):
+            check_float(name, a, 2, Y.dtype)
+            check_shape(name, a, Y.shape)
+        check_writable("out", out)
+        check_writable("mask", mask)
+        p = check_float_range("p", p, 0.0, 1.0, high_inclusive=False)
+        return self.unchecked.dropout_forward(Y, uniform, p, out, mask)
+
+    def dropout_backward(self, dY, mask):
+        dY = check_float("dY", dY, 2)
+        check_writable("dY", dY)
+        check_float("mask", mask, 2, dY.dtype)
+        check_shape("mask", mask, dY.shape)
+        return self.unchecked.dropout_backward(dY, mask)
+
+    def clip_grad_norm(self, grad, max_norm):
+        check_flat_group(("grad",), (grad,))
+        check_writable("grad", grad)
+        max_norm = check_float_range("max_norm", max_norm, 0.0, low_inclusive=False)
+        return float(self.unchecked.clip_grad_norm(grad, max_norm))
+
+    def shift_flip_images(self, X, image_shape, shift_rows, shift_cols, flip, out):
+        X = check_float("X", X, 2)
+        H, W, C = (int(v) for v in image_shape)
+        if H * W * C != X.shape[1]:
+            raise ValueError(f"image_shape {tuple(image_shape)} holds {H * W * C} values, but X rows "
+                             f"have {X.shape[1]}.")
+        N = X.shape[0]
+        for name, a in (("shift_rows", shift_rows), ("shift_cols", shift_cols)):
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.shape != (N,):
+                raise TypeError(f"{name} must be an integer array of shape ({N},).")
+        if not isinstance(flip, np.ndarray) or flip.dtype != np.bool_ or flip.shape != (N,):
+            raise TypeError(f"flip must be a bool array of shape ({N},).")
+        check_float("out", out, 2, X.dtype)
+        check_shape("out", out, X.shape)
+        check_writable("out", out)
+        check_disjoint("out", out, "X", X)
+        return self.unchecked.shift_flip_images(
+            X, (H, W, C), np.ascontiguousarray(shift_rows, dtype=np.int64),
+            np.ascontiguousarray(shift_cols, dtype=np.int64), np.ascontiguousarray(flip), out)
+
+    # ---------------------------------------------------------------- data movement
+    def gather_rows(self, X, indices, out):
+        X = check_float("X", X, 2)
+        check_indices(indices, X.shape[0])
+        check_float("out", out, 2, X.dtype)
+        check_shape("out", out, (indices.shape[0], X.shape[1]))
+        check_writable("out", out)
+        check_disjoint("out", out, "X", X)
+        return self.unchecked.gather_rows(X, np.ascontiguousarray(indices), out)

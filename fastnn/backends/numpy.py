@@ -1,0 +1,233 @@
+"""The reference backend: the complete interface in vectorised NumPy, one line per line of math.
+
+The Numba backend is judged against this one. It allocates temporaries freely; clarity first.
+Like every backend's, its operations trust their arguments (see :mod:`fastnn.backends.base`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from fastnn.activations import LEAKY_RELU_SLOPE
+from fastnn.backends.base import Backend
+
+
+def _weight_total(sample_weight: np.ndarray) -> float:
+    """``Σ w`` in float64 (the weighted mean's denominator)."""
+    return float(np.sum(sample_weight, dtype=np.float64))
+
+
+class NumpyBackend(Backend):
+    """The reference backend: vectorised NumPy, every operation of the interface."""
+
+    name = "numpy"
+
+    # ---- activations: forward in place on Z, derivative dZ = dY * f'(.) in place on dY
+    @staticmethod
+    def activate(Z: np.ndarray, activation: str, out: np.ndarray) -> None:
+        """``out = f(Z)`` (``out`` may be ``Z``). A helper of this class, not an interface op."""
+        if activation == "identity":
+            if out is not Z:
+                out[...] = Z
+        elif activation == "relu":
+            np.maximum(Z, 0, out=out)
+        elif activation == "sigmoid":
+            out[...] = special.expit(Z)
+        elif activation == "tanh":
+            np.tanh(Z, out=out)
+        elif activation == "leaky_relu":
+            out[...] = np.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z)
+        elif activation == "softplus":
+            out[...] = np.logaddexp(0, Z)
+        elif activation == "gelu":
+            out[...] = 0.5 * Z * (1.0 + special.erf(Z / math.sqrt(2.0)))
+        else:  # unreachable: names are resolved at the boundary
+            raise AssertionError(activation)
+
+    @staticmethod
+    def activation_grad(Y: np.ndarray, Z: np.ndarray | None, activation: str, dY: np.ndarray) -> None:
+        """``dY ⊙= f'(·)`` in place, from ``Y`` (or ``Z`` for GELU). A helper, not an interface op."""
+        if activation == "identity":
+            return
+        if activation == "relu":
+            dY *= Y > 0
+        elif activation == "sigmoid":
+            dY *= Y * (1 - Y)
+        elif activation == "tanh":
+            dY *= 1 - Y * Y
+        elif activation == "leaky_relu":
+            dY *= np.where(Y > 0, 1.0, LEAKY_RELU_SLOPE).astype(dY.dtype)
+        elif activation == "softplus":
+            dY *= -np.expm1(-Y)  # f'(z) = sigmoid(z) = 1 - exp(-softplus(z))
+        elif activation == "gelu":
+            cdf = 0.5 * (1.0 + special.erf(Z / math.sqrt(2.0)))
+            pdf = np.exp(-0.5 * Z * Z) / math.sqrt(2.0 * math.pi)
+            dY *= cdf + Z * pdf
+        else:
+            raise AssertionError(activation)
+
+    # ---- dense layers
+    def dense_forward(self, X, W, b, activation, out, preact=None):
+        Z = out if preact is None else preact
+        np.matmul(X, W, out=Z)
+        Z += b
+        self.activate(Z, activation, out)
+        return out
+
+    def dense_backward(self, X, W, Y, dY, activation, dW, db, dX=None, preact=None):
+        self.activation_grad(Y, preact, activation, dY)
+        np.matmul(X.T, dY, out=dW)
+        np.sum(dY, axis=0, out=db)
+        if dX is not None:
+            np.matmul(dY, W.T, out=dX)
+        return dX
+
+    # ---- losses
+    def softmax(self, logits, out):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        np.exp(shifted, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    def softmax_cross_entropy(self, logits, labels, probs, dlogits, label_smoothing=0.0,
+                              sample_weight=None):
+        N, C = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        np.exp(log_probs, out=probs)
+        rows = np.arange(N)
+        nll = -log_probs[rows, labels]
+        if label_smoothing:
+            smooth = -log_probs.mean(axis=1)
+            per_row = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+        else:
+            per_row = nll
+        dlogits[...] = probs
+        dlogits -= label_smoothing / C
+        dlogits[rows, labels] -= 1.0 - label_smoothing
+        if sample_weight is None:
+            dlogits /= N
+            return float(per_row.mean(dtype=np.float64))
+        total = _weight_total(sample_weight)
+        if total == 0.0:
+            dlogits[...] = 0.0
+            return 0.0
+        dlogits *= (sample_weight / total)[:, None]
+        return float(np.dot(per_row.astype(np.float64), sample_weight.astype(np.float64)) / total)
+
+    def mse(self, Y, T, dY, sample_weight=None):
+        diff = Y - T
+        if sample_weight is None:
+            np.multiply(diff, 2.0 / Y.size, out=dY)
+            return float(np.mean(diff.astype(np.float64) ** 2))
+        total = _weight_total(sample_weight)
+        if total == 0.0:
+            dY[...] = 0.0
+            return 0.0
+        C = Y.shape[1]
+        np.multiply(diff, (2.0 / (C * total) * sample_weight)[:, None], out=dY)
+        row_losses = np.mean(diff.astype(np.float64) ** 2, axis=1)
+        return float(np.dot(row_losses, sample_weight.astype(np.float64)) / total)
+
+    def l2_penalty(self, weights, dweights, l2):
+        if l2 == 0.0:
+            return 0.0
+        dweights += l2 * weights
+        return float(0.5 * l2 * np.dot(weights.astype(np.float64), weights.astype(np.float64)))
+
+    # ---- optimizers
+    def sgd_step(self, param, grad, momentum_buffer, lr, momentum=0.0, dampening=0.0,
+                 weight_decay=0.0, nesterov=False, first_step=False):
+        buf = momentum_buffer
+        g = grad + weight_decay * param if weight_decay else grad.copy()
+        if momentum:
+            if first_step:
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += (1.0 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        param -= lr * g
+        return param
+
+    def rmsprop_step(self, param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99,
+                     eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        g = grad + weight_decay * param if weight_decay else grad
+        square_avg *= alpha
+        square_avg += (1.0 - alpha) * g * g
+        if centered:
+            grad_avg *= alpha
+            grad_avg += (1.0 - alpha) * g
+            denom = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:
+            denom = np.sqrt(square_avg) + eps
+        if momentum > 0:
+            momentum_buffer *= momentum
+            momentum_buffer += g / denom
+            param -= lr * momentum_buffer
+        else:
+            param -= lr * (g / denom)
+        return param
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                  bias_correction1, bias_correction2):
+        m, v = exp_avg, exp_avg_sq
+        g = grad + weight_decay * param if weight_decay else grad
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * g * g
+        denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps
+        param -= (lr / bias_correction1) * (m / denom)
+        return param
+
+    def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
+                   bias_correction2, grad_coef, avg_coef):
+        m, v = exp_avg, exp_avg_sq
+        g = grad + weight_decay * param if weight_decay else grad
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * g * g
+        denom = np.sqrt(v / bias_correction2) + eps
+        param -= grad_coef * (g / denom) + avg_coef * (m / denom)
+        return param
+
+    # ---- regularisation
+    def dropout_forward(self, Y, uniform, p, out, mask):
+        np.greater_equal(uniform, p, out=mask)  # 1.0 / 0.0 in the float buffer
+        mask *= 1.0 / (1.0 - p)
+        np.multiply(Y, mask, out=out)
+        return out
+
+    def dropout_backward(self, dY, mask):
+        dY *= mask
+        return dY
+
+    def clip_grad_norm(self, grad, max_norm):
+        norm = math.sqrt(np.dot(grad.astype(np.float64), grad.astype(np.float64)))
+        factor = max_norm / (norm + 1e-6)
+        if factor < 1.0:
+            grad *= factor
+        return norm
+
+    def shift_flip_images(self, X, image_shape, shift_rows, shift_cols, flip, out):
+        H, W, C = image_shape
+        N = X.shape[0]
+        rows = np.arange(H)[None, :, None] - shift_rows[:, None, None]          # (N, H, 1)
+        cols = np.arange(W)[None, None, :]
+        cols = np.where(flip[:, None, None], W - 1 - cols, cols) - shift_cols[:, None, None]  # (N, 1, W)
+        inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)            # (N, H, W)
+        source = np.clip(rows, 0, H - 1) * W + np.clip(cols, 0, W - 1)          # pixel index
+        images = X.reshape(N, H * W, C)
+        gathered = np.take_along_axis(images, source.reshape(N, H * W, 1), axis=1)
+        out.reshape(N, H * W, C)[...] = np.where(inside.reshape(N, H * W, 1), gathered, 0)
+        return out
+
+    # ---- data movement
+    def gather_rows(self, X, indices, out):
+        np.take(X, indices, axis=0, out=out)
+        return out
