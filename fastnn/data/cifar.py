@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fastnn.data.errors import DataError
+from fastnn.data.limits import MAX_BATCH_BYTES, checked_members, read_file, read_member
 from fastnn.data.rawdata import RawData
 from fastnn.data.registry import DatasetSpec
 
@@ -126,10 +127,7 @@ def read_batches_dir(spec: DatasetSpec, folder: Path) -> RawData:
     for name in BATCH_FILES:
         path = folder / name
         if path.is_file():
-            try:
-                files[name] = path.read_bytes()
-            except OSError as exc:
-                raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+            files[name] = read_file(path, MAX_BATCH_BYTES, "a CIFAR-10 batch file")
     return assemble_batches(spec, files, str(folder))
 
 
@@ -141,11 +139,12 @@ def is_batch_member(name: str) -> bool:
 def read_batches_tar(spec: DatasetSpec, path: Path, members: tarfile.TarFile) -> RawData:
     """CIFAR-10 from the official `cifar-10-python.tar.gz`, already opened as `members`.
 
-    Members are read in archive order from the stream; only the batch files are kept.
+    Members are read in archive order from the stream; only the batch files are kept. Every
+    member's declared size is checked against MAX_BATCH_BYTES before the stream reaches it.
     """
     files = {}
-    for member in members:
+    for member in checked_members(members, path, MAX_BATCH_BYTES):
         name = PurePosixPath(member.name).name
         if member.isfile() and name in BATCH_FILES:
-            files[name] = members.extractfile(member).read()
+            files[name] = read_member(members, member, path)
     return assemble_batches(spec, files, str(path))

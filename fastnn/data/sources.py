@@ -24,6 +24,7 @@ from pathlib import Path
 from fastnn.data import cifar, images
 from fastnn.data.cache import META_FILE, STORE_FILES, cache_root, read_meta, read_store
 from fastnn.data.errors import DataError
+from fastnn.data.limits import MAX_BATCH_BYTES, checked_members
 from fastnn.data.fashion_mnist import find_idx_files, idx_name, read_fashion_mnist
 from fastnn.data.rawdata import RawData, check_raw
 from fastnn.data.registry import DatasetSpec, RemoteFile, get_spec
@@ -139,7 +140,7 @@ def read_tar(spec: DatasetSpec, path: Path) -> RawData:
     """
     try:
         with tarfile.open(path, "r:*") as members:
-            first = next((m for m in members if m.isfile()), None)
+            first = next((m for m in checked_members(members, path, MAX_BATCH_BYTES) if m.isfile()), None)
             if first is None:
                 raise DataError(f"{path}: the archive holds no files")
             if cifar.is_batch_member(first.name):
