@@ -4,7 +4,7 @@ Used by ``fastnn train``, sweeps and experiments alike, so a trial of a sweep is
 Writes into the run's output folder:
 
 ====================  =========================================================================
-``config.yaml``       the resolved configuration (written before training starts)
+``config.yaml``       the resolved configuration (written once settings and data are checked)
 ``metrics.jsonl``     one JSON line per epoch (losses, accuracies, lr, time, samples/s)
 ``model.npz``         the checkpoint (weights, optimizer state, class names, normalisation)
 ``results.json``      test metrics, confusion matrix, classification report, timings
@@ -104,6 +104,20 @@ def check_config(config: RunConfig) -> tuple[FFNN, object]:
     return model, build_optimizer(config, model)
 
 
+def check_data(config: RunConfig, ds) -> None:
+    """Rules between the settings and the loaded data (ConfigError): every class has a training
+    sample, and early stopping has validation samples to monitor."""
+    present = np.unique(ds.y_train).size
+    if present < len(ds.class_names):
+        raise ConfigError(f"the training split holds {ds.y_train.shape[0]} samples of {present} of "
+                          f"the {len(ds.class_names)} classes; raise limit (it is {config.limit}) "
+                          f"or lower validation_split ({config.validation_split}).")
+    if config.early_stopping is not None and ds.X_val.shape[0] == 0:
+        raise ConfigError(f"early_stopping needs validation samples, but validation_split="
+                          f"{config.validation_split} of {ds.y_train.shape[0] + ds.y_val.shape[0]} "
+                          f"samples holds none; raise validation_split.")
+
+
 def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
                  tracking: bool = True, dataset=None) -> RunResult:
     """Train, evaluate on the test split, and write the run folder (see the module docstring).
@@ -115,16 +129,19 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     """
     from fastnn.data import load_dataset
 
+    # everything that can fail before training (settings, rules between them, the model's memory,
+    # the data) happens before the output folder exists, so a bad run leaves nothing behind
     model, optimizer = check_config(config)
+    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
+                                 validation_split=config.validation_split, limit=config.limit,
+                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
+    check_data(config, ds)
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILURE_FILE).unlink(missing_ok=True)
     config.save(out / "config.yaml")
 
-    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
-                                 validation_split=config.validation_split, limit=config.limit,
-                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
     if progress:
         all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
