@@ -50,7 +50,7 @@ def resolve_config(ctx: click.Context, config_file: str | None, values: dict) ->
 
 SECTIONS = ("data", "model", "optimizer", "schedule", "regularisation", "run", "tracking")
 """The sections of `fastnn train --help`, in order: RunConfig's field groups."""
-_EXTRA_SECTIONS = {"config_file": "run", "quiet": "run", "no_wandb": "tracking"}
+_EXTRA_SECTIONS = {"config_file": "run", "quiet": "run", "no_wandb": "tracking", "verbose": "tracking"}
 
 
 class SectionedCommand(click.Command):
@@ -77,9 +77,11 @@ def _train_command():
                        "given on the command line override it.")
     @click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases (same as --wandb-mode disabled).")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
+    @click.option("--verbose", is_flag=True, help="Show W&B's own console output (by default one "
+                                                   "line says where the run is).")
     @click.pass_context
     @reports_errors
-    def train(ctx, config_file, no_wandb, quiet, **values):
+    def train(ctx, config_file, no_wandb, quiet, verbose, **values):
         """Train an MLP and write checkpoint, config, metrics.jsonl and plots to the output folder.
 
         With no options it trains a 256-128 ReLU MLP on Fashion-MNIST with the numba backend.
@@ -90,8 +92,10 @@ def _train_command():
         config = resolve_config(ctx, config_file, values)
         if no_wandb:
             config = config.replace(wandb_mode="disabled")
-        result = run_training(config, progress=not quiet)
+        result = run_training(config, progress=not quiet, verbose=verbose)
         out = result.out_dir
+        if result.tracking:
+            click.echo(result.tracking, err=True)
         if result.interrupted:
             click.echo(f"Interrupted after {len(result.history)} epoch(s); checkpoint saved to "
                        f"{result.checkpoint}", err=True)

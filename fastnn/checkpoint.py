@@ -110,6 +110,9 @@ def _fail(path: Path, problem: str) -> CheckpointError:
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+    if isinstance(exc, zipfile.BadZipFile) and "not a zip file" in str(exc):
+        return _fail(path, "not a readable fastnn checkpoint: the file is not an .npz (zip) "
+                           "archive (a checkpoint is what `fastnn train` writes as model.npz).")
     return _fail(path, f"not a readable fastnn checkpoint (corrupt or truncated: "
                        f"{type(exc).__name__}: {exc}).")
 

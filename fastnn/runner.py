@@ -47,6 +47,8 @@ class RunResult:
     checkpoint: Path | None = None
     interrupted: bool = False
     train_seconds: float = 0.0
+    tracking: str | None = None
+    """One line saying where the W&B run is (and how to sync it), or None without one."""
 
     @property
     def best_val_accuracy(self) -> float | None:
@@ -119,7 +121,7 @@ def check_data(config: RunConfig, ds) -> None:
 
 
 def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
-                 tracking: bool = True, dataset=None) -> RunResult:
+                 tracking: bool = True, dataset=None, verbose: bool = False) -> RunResult:
     """Train, evaluate on the test split, and write the run folder (see the module docstring).
 
     ``callbacks`` are added after the built-in ones (sweeps add a pruning callback).
@@ -150,7 +152,7 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                                         step_size=config.step_size, gamma=config.gamma, min_lr=config.min_lr))
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
-    tracker = _make_tracker(config, ds.class_names, out) if tracking else None
+    tracker = _make_tracker(config, ds.class_names, out, verbose) if tracking else None
     if tracker is not None:
         all_callbacks.append(tracker)
     all_callbacks.extend(callbacks)
@@ -180,7 +182,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                 "epochs_completed": len(trainer.history), "interrupted": interrupted}
     checkpoint = save(model, out / "model.npz", optimizer=optimizer, metadata=metadata)
     result = RunResult(out, config, trainer.history.epochs, checkpoint=checkpoint,
-                       interrupted=interrupted, train_seconds=train_seconds)
+                       interrupted=interrupted, train_seconds=train_seconds,
+                       tracking=None if tracker is None else tracker.summary_line())
     if interrupted:
         if tracker is not None:
             tracker.finish(exit_code=1)
@@ -227,7 +230,7 @@ def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> d
     }
 
 
-def _make_tracker(config: RunConfig, class_names, out: Path):
+def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = False):
     if config.wandb_mode == "disabled":
         return None
     from fastnn.tracking import WandbCallback, resolve_wandb_mode
@@ -238,4 +241,5 @@ def _make_tracker(config: RunConfig, class_names, out: Path):
     return WandbCallback(config.to_dict(), project=config.wandb_project, entity=config.wandb_entity,
                          group=config.wandb_group, tags=config.wandb_tags, mode=mode, name=out.name,
                          dir=str(out), log_every_n_steps=config.log_every,
-                         histogram_every_k_epochs=config.histogram_every, class_names=class_names)
+                         histogram_every_k_epochs=config.histogram_every, class_names=class_names,
+                         verbose=verbose)
