@@ -220,3 +220,53 @@ def test_a_zip_bomb_member_is_refused_before_it_is_decompressed(trained, tmp_pat
     finally:
         tracemalloc.stop()
     assert peak < 50e6, peak
+
+
+def test_a_checkpoint_written_on_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path):
+    """A real SIGINT mid-epoch stops training at a step boundary; the checkpoint written then
+    (marked loadable) continues, step for step, to exactly the weights of a run that was never
+    interrupted (batches in order, so the remaining batches are known)."""
+    import os
+    import signal
+
+    from fastnn.training import Callback, Trainer
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(96, 5)), rng.integers(0, 3, 96)
+    batch, steps_per_epoch, stop_at = 16, 6, 8  # interrupted in the middle of epoch 2 of 3
+
+    def make():
+        model = fastnn.FFNN([5, 8, 3], activation="tanh", seed=1)
+        return model, fastnn.optim.NAdam(model, lr=0.01, weight_decay=0.01)
+
+    reference, reference_opt = make()
+    Trainer(reference, reference_opt).fit(X, y, epochs=3, batch_size=batch, shuffle=False)
+
+    class CtrlC(Callback):
+        def on_batch_end(self, trainer, step, loss):
+            if step == stop_at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    model, opt = make()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(model, opt, callbacks=[CtrlC()]).fit(X, y, epochs=3, batch_size=batch, shuffle=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert opt.step_count == stop_at
+    path = save(model, tmp_path / "interrupted.npz", optimizer=opt,
+                metadata={"interrupted": True, "epochs_completed": 1})
+
+    ckpt = load_checkpoint(path)
+    resumed, resumed_opt = ckpt.model, ckpt.build_optimizer()
+    assert resumed_opt.step_count == stop_at and ckpt.metadata["interrupted"] is True
+    np.testing.assert_array_equal(resumed.arena, model.arena)
+    for b in range(stop_at % steps_per_epoch, steps_per_epoch):  # the rest of epoch 2
+        resumed.loss_and_grad(X[b * batch:(b + 1) * batch], y[b * batch:(b + 1) * batch])
+        resumed_opt.step()
+    Trainer(resumed, resumed_opt).fit(X, y, epochs=1, batch_size=batch, shuffle=False)  # epoch 3
+    assert resumed_opt.step_count == reference_opt.step_count == 3 * steps_per_epoch
+    np.testing.assert_array_equal(resumed.arena, reference.arena)
+    for name, buf in reference_opt.state.items():
+        np.testing.assert_array_equal(resumed_opt.state[name], buf)
