@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -31,10 +32,20 @@ TEST_BATCH = "test_batch"
 META = "batches.meta"
 BATCH_FILES = (*TRAIN_BATCHES, TEST_BATCH, META)
 
+def _reconstruct_empty(subtype, shape, dtype):
+    """NumPy's `_reconstruct` for what `ndarray.__reduce__` writes: an empty ndarray (shape (0,))
+    that `__setstate__` then fills from bytes in the pickle. Any other shape would allocate memory
+    the file does not hold (a few mutated bytes can ask for gigabytes), so it is refused."""
+    if subtype is not np.ndarray or tuple(np.atleast_1d(shape).tolist()) != (0,):
+        raise pickle.UnpicklingError(f"refused an array reconstruction of {subtype!r} with shape "
+                                     f"{shape!r} (NumPy's pickles always use shape (0,))")
+    return _reconstruct(subtype, shape, dtype)
+
+
 # (module, name) as written in the pickle -> the object it may resolve to; nothing else resolves.
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -55,8 +66,29 @@ class BatchUnpickler(pickle.Unpickler):
                                   f"NumPy array reconstruction is allowed)") from None
 
 
+MAX_MEMO_INDEX = 1 << 20
+"""Largest memo index a batch pickle may use (the official ones use about 20,000). The C
+unpickler sizes its memo table by the largest index, so one mutated BINPUT could allocate GBs."""
+
+
+def _check_opcodes(data: bytes, source: str) -> None:
+    """Scan the pickle's opcodes (without running them) for memo indices that would make the
+    unpickler allocate far more than the file holds."""
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > MAX_MEMO_INDEX:
+                raise DataError(f"{source}: not a valid CIFAR-10 batch pickle (memo index {arg} "
+                                f"is larger than {MAX_MEMO_INDEX})")
+    except DataError:
+        raise
+    except Exception as exc:  # a corrupt pickle can raise almost anything while it is scanned
+        raise DataError(f"{source}: not a valid CIFAR-10 batch pickle "
+                        f"({type(exc).__name__}: {exc})") from exc
+
+
 def unpickle_batch(data: bytes, source: str) -> dict[str, object]:
     """Unpickle one batch file's bytes into a dict with str keys; DataError names `source`."""
+    _check_opcodes(data, source)
     try:
         obj = BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except ForbiddenGlobal as exc:

@@ -125,11 +125,17 @@ def offline_options(spec: DatasetSpec) -> str:
 
 
 def is_tar(path: Path) -> bool:
-    """Whether `path` is a (possibly compressed) tar archive."""
+    """Whether `path` is a (possibly compressed) tar archive.
+
+    A compressed stream that breaks while its first header is read counts as one, so that
+    `read_tar` reports it as a corrupt archive rather than as a file that holds no dataset.
+    """
     try:
         return tarfile.is_tarfile(path)
-    except OSError:
-        return False
+    except (EOFError, zlib.error, tarfile.TarError):
+        return True
+    except OSError as exc:  # gzip.BadGzipFile is an OSError; an unreadable file is not a tar
+        return "gzip" in type(exc).__name__.lower() or "compressed" in str(exc).lower()
 
 
 def read_tar(spec: DatasetSpec, path: Path) -> RawData:
