@@ -220,6 +220,32 @@ def evaluate_model(model: FFNN, X: np.ndarray, y: np.ndarray, class_names) -> di
             "y_pred": y_pred}
 
 
+def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str = "numpy") -> dict:
+    """Evaluate a checkpoint written by :func:`run_training` on its dataset's ``split``.
+
+    The inputs are normalised with the statistics saved in the checkpoint. Returns
+    :func:`evaluate_model`'s dict (without ``y_pred``) plus ``dataset`` and ``split``. Raises
+    CheckpointError for a file that is invalid or lacks the dataset metadata.
+    """
+    from fastnn.checkpoint import CheckpointError, load_checkpoint
+    from fastnn.data import apply_normalization, load_raw
+
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be one of ['test', 'train'], got {split!r}.")
+    ckpt = load_checkpoint(path, backend=backend)
+    meta = ckpt.metadata
+    missing = [k for k in ("dataset", "class_names", "mean", "std") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} in its metadata; it was not "
+                              f"written by `fastnn train`, so the dataset to evaluate on is unknown.")
+    X_train, y_train, X_test, y_test = load_raw(meta["dataset"], data_dir=data_dir)
+    X_raw, y = (X_test, y_test) if split == "test" else (X_train, y_train)
+    X = apply_normalization(X_raw, meta["mean"], meta["std"], dtype=ckpt.model.dtype)
+    result = evaluate_model(ckpt.model, X, y, meta["class_names"])
+    result.pop("y_pred")
+    return {"dataset": meta["dataset"], "split": split, **result}
+
+
 def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:
     """Learning curves and confusion matrix as PNGs in ``out``; returns name -> path."""
     from fastnn.plots import plot_confusion_matrix, plot_learning_curves
