@@ -23,7 +23,7 @@ from fastnn.init import INITIALIZERS, resolve_init
 from fastnn.optim import OPTIMIZERS
 from fastnn.schedules import SCHEDULES
 from fastnn.tracking import MODES as WANDB_MODES
-from fastnn.validation import RULES, check_choice, check_positive_int, check_setting
+from fastnn.validation import RULES, Range, check_choice, check_positive_int, check_setting
 
 LOSSES = ("cross_entropy", "mse")
 DTYPES = ("float32", "float64")
@@ -48,6 +48,12 @@ class RunConfig:
 
     ``str``, ``int``, ``float``, ``bool``, ``choice`` (one of ``choices``), ``dataset`` (a dataset
     name or alias), ``ints`` (comma list of positive integers), ``strs`` (comma list of names). ``optional`` fields accept None.
+
+    The checks are fastnn.validation's: a float setting obeys its rule in
+    ``fastnn.validation.RULES`` (the one the model and optimizers apply), an int its ``minimum``,
+    a choice its registry (``fastnn.optim.OPTIMIZERS``, ``fastnn.backend.BACKEND_NAMES``, …),
+    ``check`` (activation, init) the registry's resolver; then :func:`check_rules` checks the
+    rules between settings. ``group`` is the option's section in ``fastnn train --help``.
     """
 
     # data
@@ -247,9 +253,8 @@ def _number(f: dataclasses.Field, value: object, source: str, integer: bool):
         if not float(value).is_integer():
             raise _fail(source, name, "an integer", value)
         return _checked(source, check_positive_int, name, int(value), f.metadata.get("minimum", -math.inf))
-    if name in RULES:
-        return _checked(source, check_setting, name, value)
-    return _checked(source, check_setting, name, value, "dampening")  # any finite number
+    rule = RULES.get(name, Range())  # a setting without a rule: any finite number
+    return _checked(source, rule.check, name, value)
 
 
 def parse_value(f: dataclasses.Field, value: object, source: str = "config"):
