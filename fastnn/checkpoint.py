@@ -103,6 +103,8 @@ def save(model, path, optimizer=None, metadata: dict | None = None) -> Path:
 MAX_TEXT_BYTES = 16 << 20
 """Largest JSON/string member read (architecture, optimizer, metadata): 16 MiB."""
 _TEXT_MEMBERS = ("format", "architecture", "optimizer", "metadata")
+MAX_LAYERS = 1000
+"""Most layers a checkpoint may declare (each costs Python objects however small it is)."""
 
 
 def _fail(path: Path, problem: str) -> CheckpointError:
@@ -207,10 +209,11 @@ def _check_architecture(config: object, path: Path) -> tuple[dict, int]:
         raise _fail(path, f"invalid architecture: expected a JSON object, got "
                           f"{type(config).__name__}.")
     sizes = config.get("layer_sizes")
-    if (not isinstance(sizes, list) or len(sizes) < 2
+    if (not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS + 1
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)):
-        raise _fail(path, f"invalid architecture: layer_sizes must be a list of at least two "
-                          f"integers >= 1, got {sizes!r}.")
+        shown = sizes if not isinstance(sizes, list) or len(sizes) <= 12 else f"{len(sizes)} sizes"
+        raise _fail(path, f"invalid architecture: layer_sizes must be a list of 2 to {MAX_LAYERS + 1} "
+                          f"integers >= 1, got {shown!r}.")
     dtype = config.get("dtype")
     if dtype not in ("float32", "float64"):
         raise _fail(path, f"invalid architecture: dtype must be 'float32' or 'float64', got {dtype!r}.")
@@ -257,6 +260,9 @@ def _check_metadata(metadata: object, sizes: list[int], path: Path) -> dict:
     """Class names, image shape and normalisation statistics, where present, against the model."""
     if not isinstance(metadata, dict):
         raise _fail(path, f"invalid metadata: expected a JSON object, got {type(metadata).__name__}.")
+    if "dataset" in metadata and not isinstance(metadata["dataset"], str):
+        raise _fail(path, f"invalid metadata: dataset must be a dataset name, got "
+                          f"{metadata['dataset']!r}.")
     names = metadata.get("class_names")
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

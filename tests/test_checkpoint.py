@@ -113,6 +113,15 @@ def rewrite(path, out, change):
     (lambda m: m.update(metadata=np.array(json.dumps({"image_shape": [2, 2]}))), "image_shape must be"),
     (lambda m: m.update(metadata=np.array(json.dumps([1, 2]))), "invalid metadata: expected a JSON object"),
     (lambda m: m.update(extra=np.zeros(3)), r"unknown member\(s\) \['extra'\]"),
+    (lambda m: m.update(architecture=_edit_json(m["architecture"], lambda a: a.update(layer_sizes=[1] * 2000))),
+     r"layer_sizes must be a list of 2 to 1001 integers >= 1, got '2000 sizes'"),
+    (lambda m: m.update(architecture=_edit_json(m["architecture"], lambda a: a.update(backend="numba"))),
+     "invalid architecture: .*backend"),
+    (lambda m: m.update(metadata=np.array(json.dumps({"dataset": ["x"]}))), "dataset must be a dataset name"),
+    (lambda m: m.update(optimizer=_edit_json(m["optimizer"], lambda o: o.update(step_count=1.5))),
+     "'step_count' must be a int"),
+    (lambda m: m.update(optimizer=np.array('{"name": "adam", "hyperparameters": {"lr": NaN}, '
+                                           '"step_count": 1, "scalars": {}}')), r"invalid optimizer: lr must be in"),
 ])
 def test_mismatched_members_are_refused(trained, tmp_path, change, message):
     _, _, path, _, _ = trained
