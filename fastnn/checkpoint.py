@@ -223,7 +223,7 @@ def _check_architecture(config: object, path: Path) -> tuple[dict, int]:
 
 def _check_finite(array: np.ndarray, what: str, path: Path) -> None:
     if not np.isfinite(array).all():
-        raise _fail(path, f"{what} contain NaN or infinite values.")
+        raise _fail(path, f"{what} holds NaN or infinite values.")
 
 
 def _check_optimizer(state: object, members: _Members, n_params: int, dtype: np.dtype,
@@ -344,7 +344,7 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
                 raise _fail(path, f"params have shape {p_shape} and dtype {p_dtype}, but the "
                                   f"architecture needs ({n_params},) {dtype}.")
             params = members.read("params", (n_params,), dtype)
-            _check_finite(params, "params", path)
+            _check_finite(params, "the params array", path)
             optimizer_state = None
             if "optimizer" in members:
                 optimizer_state = _check_optimizer(members.json("optimizer"), members, n_params,

@@ -102,7 +102,7 @@ def rewrite(path, out, change):
     (lambda m: m.update(optimizer=_edit_json(m["optimizer"], lambda o: o["scalars"].update(lr=5.0))),
      r"has scalars \['lr', 'mu_product'\], expected \['mu_product'\]"),
     (lambda m: m.update({"optimizer.exp_avg": np.full_like(m["optimizer.exp_avg"], np.nan)}),
-     "optimizer buffer 'exp_avg' contain NaN"),
+     "optimizer buffer 'exp_avg' holds NaN"),
     (lambda m: m.pop("optimizer.exp_avg"), r"has buffers \['exp_avg_sq'\], expected"),
     (lambda m: m.update(metadata=np.array(json.dumps({"class_names": ["a", "b"]}))),
      "2 class names for a model with 3 outputs"),
