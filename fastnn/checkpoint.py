@@ -16,8 +16,10 @@ member                content
 
 Saving writes a temporary file beside the target and renames it over the target, so a crash never
 leaves a half-written checkpoint. Loading validates everything before building the model, so a
-corrupt, truncated or mismatched file raises :class:`CheckpointError` and never yields a
-half-loaded model.
+corrupt, truncated, crafted or mismatched file raises :class:`CheckpointError` (naming the file and
+the problem) and never yields a half-loaded model. Members are read header first and only when
+their shape and dtype match the declared architecture, and no member may declare more data than
+it occupies in the file, so loading allocates about the file's own arrays and no more.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import tarfile
 import time
 import tracemalloc
 import zipfile
