@@ -7,6 +7,7 @@ import json
 import click
 import numpy as np
 
+from fastnn.backend import BACKEND_NAMES
 from fastnn.cli.errors import reports_errors
 
 
@@ -15,7 +16,7 @@ from fastnn.cli.errors import reports_errors
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Which official split to evaluate on.")
 @click.option("--data-dir", default=None, help="Folder or archive holding the dataset.")
-@click.option("--backend", type=click.Choice(["numba", "numpy"]), default="numpy", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="numpy", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
 @reports_errors
 def evaluate(checkpoint, split, data_dir, backend, as_json):
@@ -23,25 +24,13 @@ def evaluate(checkpoint, split, data_dir, backend, as_json):
 
     The inputs are normalised with the statistics stored in the checkpoint.
     """
-    from fastnn.checkpoint import CheckpointError, load_checkpoint
-    from fastnn.data import apply_normalization, load_raw
     from fastnn.metrics import format_confusion_matrix, format_report
-    from fastnn.runner import evaluate_model
+    from fastnn.runner import evaluate_checkpoint
 
-    ckpt = load_checkpoint(checkpoint, backend=backend)
-    meta = ckpt.metadata
-    missing = [k for k in ("dataset", "class_names", "mean", "std") if k not in meta]
-    if missing:
-        raise CheckpointError(f"{checkpoint}: no {', '.join(missing)} in its metadata; it was not "
-                              f"written by `fastnn train`, so the dataset to evaluate on is unknown.")
-    X_train, y_train, X_test, y_test = load_raw(meta["dataset"], data_dir=data_dir)
-    X_raw, y = (X_test, y_test) if split == "test" else (X_train, y_train)
-    X = apply_normalization(X_raw, meta["mean"], meta["std"], dtype=ckpt.model.dtype)
-    result = evaluate_model(ckpt.model, X, y, meta["class_names"])
-    result.pop("y_pred")
+    result = evaluate_checkpoint(checkpoint, split=split, data_dir=data_dir, backend=backend)
+    meta = {"dataset": result["dataset"], "class_names": result["class_names"]}
     if as_json:
-        click.echo(json.dumps({"checkpoint": str(checkpoint), "dataset": meta["dataset"], "split": split,
-                               **result}, indent=2))
+        click.echo(json.dumps({"checkpoint": str(checkpoint), **result}, indent=2))
         return
     click.echo(f"{meta['dataset']} {split} split, {result['n_samples']} samples: accuracy "
                f"{result['accuracy']:.4f}, loss {result['loss']:.4f}\n")

@@ -4,7 +4,7 @@ Used by ``fastnn train``, sweeps and experiments alike, so a trial of a sweep is
 Writes into the run's output folder:
 
 ====================  =========================================================================
-``config.yaml``       the resolved configuration (written before training starts)
+``config.yaml``       the resolved configuration (written once settings and data are checked)
 ``metrics.jsonl``     one JSON line per epoch (losses, accuracies, lr, time, samples/s)
 ``model.npz``         the checkpoint (weights, optimizer state, class names, normalisation)
 ``results.json``      test metrics, confusion matrix, classification report, timings
@@ -47,6 +47,8 @@ class RunResult:
     checkpoint: Path | None = None
     interrupted: bool = False
     train_seconds: float = 0.0
+    tracking: str | None = None
+    """One line saying where the W&B run is (and how to sync it), or None without one."""
 
     @property
     def best_val_accuracy(self) -> float | None:
@@ -104,8 +106,22 @@ def check_config(config: RunConfig) -> tuple[FFNN, object]:
     return model, build_optimizer(config, model)
 
 
+def check_data(config: RunConfig, ds) -> None:
+    """Rules between the settings and the loaded data (ConfigError): every class has a training
+    sample, and early stopping has validation samples to monitor."""
+    present = np.unique(ds.y_train).size
+    if present < len(ds.class_names):
+        raise ConfigError(f"the training split holds {ds.y_train.shape[0]} samples of {present} of "
+                          f"the {len(ds.class_names)} classes; raise limit (it is {config.limit}) "
+                          f"or lower validation_split ({config.validation_split}).")
+    if config.early_stopping is not None and ds.X_val.shape[0] == 0:
+        raise ConfigError(f"early_stopping needs validation samples, but validation_split="
+                          f"{config.validation_split} of {ds.y_train.shape[0] + ds.y_val.shape[0]} "
+                          f"samples holds none; raise validation_split.")
+
+
 def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
-                 tracking: bool = True, dataset=None) -> RunResult:
+                 tracking: bool = True, dataset=None, verbose: bool = False) -> RunResult:
     """Train, evaluate on the test split, and write the run folder (see the module docstring).
 
     ``callbacks`` are added after the built-in ones (sweeps add a pruning callback).
@@ -115,16 +131,19 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     """
     from fastnn.data import load_dataset
 
+    # everything that can fail before training (settings, rules between them, the model's memory,
+    # the data) happens before the output folder exists, so a bad run leaves nothing behind
     model, optimizer = check_config(config)
+    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
+                                 validation_split=config.validation_split, limit=config.limit,
+                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
+    check_data(config, ds)
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILURE_FILE).unlink(missing_ok=True)
     config.save(out / "config.yaml")
 
-    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
-                                 validation_split=config.validation_split, limit=config.limit,
-                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
     if progress:
         all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
@@ -133,7 +152,7 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                                         step_size=config.step_size, gamma=config.gamma, min_lr=config.min_lr))
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
-    tracker = _make_tracker(config, ds.class_names, out) if tracking else None
+    tracker = _make_tracker(config, ds.class_names, out, verbose) if tracking else None
     if tracker is not None:
         all_callbacks.append(tracker)
     all_callbacks.extend(callbacks)
@@ -163,7 +182,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                 "epochs_completed": len(trainer.history), "interrupted": interrupted}
     checkpoint = save(model, out / "model.npz", optimizer=optimizer, metadata=metadata)
     result = RunResult(out, config, trainer.history.epochs, checkpoint=checkpoint,
-                       interrupted=interrupted, train_seconds=train_seconds)
+                       interrupted=interrupted, train_seconds=train_seconds,
+                       tracking=None if tracker is None else tracker.summary_line())
     if interrupted:
         if tracker is not None:
             tracker.finish(exit_code=1)
@@ -200,6 +220,32 @@ def evaluate_model(model: FFNN, X: np.ndarray, y: np.ndarray, class_names) -> di
             "y_pred": y_pred}
 
 
+def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str = "numpy") -> dict:
+    """Evaluate a checkpoint written by :func:`run_training` on its dataset's ``split``.
+
+    The inputs are normalised with the statistics saved in the checkpoint. Returns
+    :func:`evaluate_model`'s dict (without ``y_pred``) plus ``dataset`` and ``split``. Raises
+    CheckpointError for a file that is invalid or lacks the dataset metadata.
+    """
+    from fastnn.checkpoint import CheckpointError, load_checkpoint
+    from fastnn.data import apply_normalization, load_raw
+
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be one of ['test', 'train'], got {split!r}.")
+    ckpt = load_checkpoint(path, backend=backend)
+    meta = ckpt.metadata
+    missing = [k for k in ("dataset", "class_names", "mean", "std") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} in its metadata; it was not "
+                              f"written by `fastnn train`, so the dataset to evaluate on is unknown.")
+    X_train, y_train, X_test, y_test = load_raw(meta["dataset"], data_dir=data_dir)
+    X_raw, y = (X_test, y_test) if split == "test" else (X_train, y_train)
+    X = apply_normalization(X_raw, meta["mean"], meta["std"], dtype=ckpt.model.dtype)
+    result = evaluate_model(ckpt.model, X, y, meta["class_names"])
+    result.pop("y_pred")
+    return {"dataset": meta["dataset"], "split": split, **result}
+
+
 def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:
     """Learning curves and confusion matrix as PNGs in ``out``; returns name -> path."""
     from fastnn.plots import plot_confusion_matrix, plot_learning_curves
@@ -210,7 +256,7 @@ def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> d
     }
 
 
-def _make_tracker(config: RunConfig, class_names, out: Path):
+def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = False):
     if config.wandb_mode == "disabled":
         return None
     from fastnn.tracking import WandbCallback, resolve_wandb_mode
@@ -221,4 +267,5 @@ def _make_tracker(config: RunConfig, class_names, out: Path):
     return WandbCallback(config.to_dict(), project=config.wandb_project, entity=config.wandb_entity,
                          group=config.wandb_group, tags=config.wandb_tags, mode=mode, name=out.name,
                          dir=str(out), log_every_n_steps=config.log_every,
-                         histogram_every_k_epochs=config.histogram_every, class_names=class_names)
+                         histogram_every_k_epochs=config.histogram_every, class_names=class_names,
+                         verbose=verbose)

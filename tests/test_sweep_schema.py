@@ -251,7 +251,7 @@ LR = {"lr": {"min": 0.001, "max": 0.1}}
     # values RunConfig itself refuses: fixed, chosen, and the ends of a range
     (sweep_dict({"epochs": {"value": 0}}), "parameters.epochs.value: epochs must be >= 1, got 0."),
     (sweep_dict({"backend": {"value": "cuda"}}), "parameters.backend.value: backend must be one of "
-     "['numba', 'numpy'], got 'cuda'."),
+     "['numpy', 'numba'], got 'cuda'."),
     (sweep_dict({"optimizer": {"values": ["adam", "adamw"]}}), "parameters.optimizer.values[1]: "
      "optimizer must be one of ['sgd', 'momentum', 'nesterov', 'rmsprop', 'adam', 'nadam'], got 'adamw'."),
     (sweep_dict({"hidden": {"values": ["64,32", "64,x"]}}), "parameters.hidden.values[1]: hidden must "
