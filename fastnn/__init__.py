@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 # exit 130. `import fastnn` and `from fastnn import FFNN` work as before.
 _LAZY = {
     "metrics": ("fastnn.metrics", None), "optim": ("fastnn.optim", None),
-    "Backend": ("fastnn.backend", "Backend"), "NumpyBackend": ("fastnn.backend", "NumpyBackend"),
-    "get_backend": ("fastnn.backend", "get_backend"),
+    "Backend": ("fastnn.backends", "Backend"), "NumpyBackend": ("fastnn.backends", "NumpyBackend"),
+    "get_backend": ("fastnn.backends", "get_backend"),
     "Checkpoint": ("fastnn.checkpoint", "Checkpoint"),
     "CheckpointError": ("fastnn.checkpoint", "CheckpointError"),
     "load": ("fastnn.checkpoint", "load"), "load_checkpoint": ("fastnn.checkpoint", "load_checkpoint"),

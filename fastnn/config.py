@@ -21,13 +21,13 @@ from fastnn.backend import BACKEND_NAMES
 from fastnn.data.preprocess import NORMALIZATIONS
 from fastnn.init import INITIALIZERS, resolve_init
 from fastnn.optim import OPTIMIZERS
-from fastnn.schedules import SCHEDULES
+from fastnn.schedules import PROGRESS_SCHEDULES, SCHEDULES
 from fastnn.tracking import MODES as WANDB_MODES
 from fastnn.validation import RULES, Range, check_choice, check_positive_int, check_setting
 
 LOSSES = ("cross_entropy", "mse")
 DTYPES = ("float32", "float64")
-ADAPTIVE_OPTIMIZERS = ("rmsprop", "adam", "nadam")
+ADAPTIVE_OPTIMIZERS = ("rmsprop", "adam", "adamw", "nadam")
 """Optimizers with an ε in the denominator (RunConfig.eps applies to these only)."""
 
 
@@ -97,22 +97,40 @@ class RunConfig:
     alpha: float | None = _opt(None, "RMSprop smoothing constant.", "float", "optimizer",
                                optional=True)
     centered: bool | None = _opt(None, "Centered RMSprop.", "bool", "optimizer", optional=True)
-    beta1: float | None = _opt(None, "Adam/NAdam β1.", "float", "optimizer", optional=True)
-    beta2: float | None = _opt(None, "Adam/NAdam β2.", "float", "optimizer", optional=True)
-    eps: float | None = _opt(None, "Denominator ε (rmsprop, adam, nadam).", "float", "optimizer",
-                             optional=True)
-    weight_decay: float | None = _opt(None, "Weight decay added to the gradient (torch.optim's).",
-                                      "float", "optimizer", optional=True)
+    beta1: float | None = _opt(None, "Adam/AdamW/NAdam β1.", "float", "optimizer", optional=True)
+    beta2: float | None = _opt(None, "Adam/AdamW/NAdam β2.", "float", "optimizer", optional=True)
+    eps: float | None = _opt(None, "Denominator ε (rmsprop, adam, adamw, nadam).", "float",
+                             "optimizer", optional=True)
+    weight_decay: float | None = _opt(None, "Weight decay (torch.optim's: added to the gradient, "
+                                      "or decoupled for adamw).", "float", "optimizer",
+                                      optional=True)
+    decoupled_weight_decay: bool | None = _opt(None, "Decoupled weight decay for adam and nadam "
+                                               "(adamw always decouples).", "bool", "optimizer",
+                                               optional=True)
     momentum_decay: float | None = _opt(None, "NAdam momentum decay ψ.", "float", "optimizer",
                                         optional=True)
     # schedule
-    schedule: str = _opt("constant", "Learning-rate schedule: " + ", ".join(SCHEDULES) + ".", "choice",
+    schedule: str = _opt("constant", "Learning-rate schedule: " + ", ".join(SCHEDULES) + " (onecycle "
+                         "peaks at --lr; plateau and exponential multiply by --gamma).", "choice",
                          "schedule", choices=SCHEDULES)
     warmup_epochs: float = _opt(0.0, "Linear learning-rate warmup over this many epochs.", "float",
                                 "schedule")
     step_size: int = _opt(10, "Epochs between decays of the step schedule.", "int", "schedule", minimum=1)
     gamma: float = _opt(0.1, "Decay factor of the step schedule.", "float", "schedule")
-    min_lr: float = _opt(0.0, "Final learning rate of the cosine schedule.", "float", "schedule")
+    min_lr: float = _opt(0.0, "Final learning rate of the cosine schedule; floor of plateau.",
+                         "float", "schedule")
+    milestones: tuple[int, ...] = _opt((), "Epochs at which the multistep schedule multiplies the "
+                                       "learning rate by gamma.", "ints", "schedule")
+    patience: int = _opt(10, "Epochs without val_loss improvement before plateau reduces the "
+                         "learning rate by gamma.", "int", "schedule", minimum=0)
+    pct_start: float = _opt(0.3, "Fraction of the one-cycle schedule spent rising to --lr.",
+                            "float", "schedule")
+    div_factor: float = _opt(25.0, "One-cycle: the rate starts at lr / div_factor.", "float",
+                             "schedule")
+    final_div_factor: float = _opt(1e4, "One-cycle: the rate ends at lr / (div_factor · "
+                                   "final_div_factor).", "float", "schedule")
+    three_phase: bool = _opt(False, "One-cycle in three phases (up, down, annihilation).", "bool",
+                             "schedule")
     clip_grad_norm: float | None = _opt(None, "Clip the global gradient norm to this value.", "float",
                                         "regularisation", optional=True)
     batch_size: int = _opt(128, "Mini-batch size.", "int", "run", minimum=1)
@@ -186,7 +204,8 @@ class RunConfig:
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """The optimizer hyperparameters that were set, as ``fastnn.optim`` constructor arguments."""
-        names = ("lr", "momentum", "dampening", "alpha", "centered", "eps", "weight_decay", "momentum_decay")
+        names = ("lr", "momentum", "dampening", "alpha", "centered", "eps", "weight_decay",
+                 "momentum_decay", "decoupled_weight_decay")
         kwargs = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         if self.beta1 is not None or self.beta2 is not None:
             kwargs["betas"] = (0.9 if self.beta1 is None else self.beta1,
@@ -341,6 +360,17 @@ def check_rules(config: RunConfig, source: str = "config") -> RunConfig:
     if config.warmup_epochs and config.warmup_epochs >= config.epochs:
         raise fail(f"warmup_epochs must be < epochs ({config.epochs}) so that training reaches the "
                    f"learning rate, got {config.warmup_epochs}.")
+    if config.warmup_epochs and config.schedule not in PROGRESS_SCHEDULES:
+        raise fail(f"warmup_epochs applies to the schedules {list(PROGRESS_SCHEDULES)}, not "
+                   f"{config.schedule!r} (onecycle warms up over pct_start of the run).")
+    if config.schedule == "multistep" and not config.milestones:
+        raise fail("the multistep schedule needs milestones (epochs at which to multiply the "
+                   "learning rate by gamma), got none.")
+    if config.milestones and config.schedule != "multistep":
+        raise fail(f"milestones apply to the multistep schedule only, not {config.schedule!r}.")
+    if config.schedule == "plateau" and config.gamma >= 1.0:
+        raise fail(f"gamma must be < 1 for the plateau schedule (it is the factor that reduces "
+                   f"the learning rate), got {config.gamma}.")
     if config.schedule == "cosine" and config.lr is not None and config.min_lr >= config.lr:
         raise fail(f"min_lr must be < lr ({config.lr}) for the cosine schedule, got {config.min_lr}.")
     spec = _dataset_spec(config.dataset)

@@ -32,7 +32,7 @@ from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
-from fastnn.schedules import LRSchedule
+from fastnn.schedules import build_scheduler
 from fastnn.training import Callback, Trainer
 
 
@@ -120,6 +120,24 @@ def check_data(config: RunConfig, ds) -> None:
                           f"samples holds none; raise validation_split.")
 
 
+def build_schedule(config: RunConfig, optimizer, n_train: int, has_validation: bool):
+    """The learning-rate schedule callback of a run (None for a constant rate), built before
+    anything is written; its argument errors become ConfigError."""
+    steps_per_epoch = -(-n_train // min(config.batch_size, n_train))
+    try:
+        return build_scheduler(config.schedule, optimizer, epochs=config.epochs,
+                               steps_per_epoch=steps_per_epoch, gamma=config.gamma,
+                               step_size=config.step_size, min_lr=config.min_lr,
+                               warmup_epochs=config.warmup_epochs, milestones=config.milestones,
+                               patience=config.patience, pct_start=config.pct_start,
+                               div_factor=config.div_factor,
+                               final_div_factor=config.final_div_factor,
+                               three_phase=config.three_phase,
+                               monitor="val_loss" if has_validation else "loss")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"schedule {config.schedule}: {exc}") from None
+
+
 def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
                  tracking: bool = True, dataset=None, verbose: bool = False) -> RunResult:
     """Train, evaluate on the test split, and write the run folder (see the module docstring).
@@ -138,6 +156,7 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                                  validation_split=config.validation_split, limit=config.limit,
                                  seed=config.seed, normalize=config.normalize, dtype=config.dtype)
     check_data(config, ds)
+    schedule = build_schedule(config, optimizer, ds.X_train.shape[0], has_validation=bool(ds.X_val.shape[0]))
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
@@ -147,9 +166,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
     if progress:
         all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
-    if config.schedule != "constant" or config.warmup_epochs:
-        all_callbacks.append(LRSchedule(config.schedule, warmup_epochs=config.warmup_epochs,
-                                        step_size=config.step_size, gamma=config.gamma, min_lr=config.min_lr))
+    if schedule is not None:
+        all_callbacks.append(schedule)
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
     tracker = _make_tracker(config, ds.class_names, out, verbose) if tracking else None

@@ -10,6 +10,11 @@ proper then runs over the remaining epochs:
 * ``step``: γ = γ₀ · gamma^⌊e / step_size⌋ (``torch.optim.lr_scheduler.StepLR``).
 * ``cosine``: γ = γ_min + (γ₀ − γ_min) · ½ (1 + cos(π t / T)) over the T epochs after warmup
   (Loshchilov & Hutter, 2017, "SGDR"; with warmup this is the usual one-cycle-like shape).
+
+Below them, PyTorch's own schedulers with torch's names, arguments and rules, bound to an optimizer
+and stepped as torch documents (and usable as training callbacks): :class:`OneCycleLR`,
+:class:`ReduceLROnPlateau`, :class:`ExponentialLR`, :class:`MultiStepLR`; :func:`build_scheduler`
+makes one from a run configuration.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import math
 from fastnn.training import Callback
 from fastnn.validation import check_float_range, check_positive_int
 
-SCHEDULES = ("constant", "step", "cosine")
+PROGRESS_SCHEDULES = ("constant", "step", "cosine")
+"""The schedules :class:`LRSchedule` computes from training progress (with optional warmup)."""
 
 
 class LRSchedule(Callback):
@@ -35,8 +41,9 @@ class LRSchedule(Callback):
 
     def __init__(self, kind: str = "constant", warmup_epochs: float = 0.0, step_size: int = 10,
                  gamma: float = 0.1, min_lr: float = 0.0):
-        if kind not in SCHEDULES:
-            raise ValueError(f"The schedule {kind!r} is not supported. Supported schedules are {list(SCHEDULES)}.")
+        if kind not in PROGRESS_SCHEDULES:
+            raise ValueError(f"The schedule {kind!r} is not supported. Supported schedules are "
+                             f"{list(PROGRESS_SCHEDULES)}.")
         self.kind = kind
         self.warmup_epochs = check_float_range("warmup_epochs", warmup_epochs, 0.0)
         self.step_size = check_positive_int("step_size", step_size)
@@ -288,6 +295,13 @@ class OneCycleLR(LRScheduler):
             self._set_momentum(optimizer, self.max_momentum)
         super().__init__(optimizer)
 
+    def on_batch_end(self, trainer, step, loss) -> None:
+        # after the last of the total_steps optimizer steps torch's loop would step once more, to a
+        # rate extrapolated past the cycle that no step uses; as a callback we stop at the last
+        # rate used (min_lr), so the run's logs end where the cycle ends
+        if self.last_epoch + 1 < self.total_steps:
+            self.step()
+
     def _set_momentum(self, optimizer, value: float) -> None:
         if self.use_beta1:
             optimizer.betas = (value, *tuple(optimizer.betas)[1:])
@@ -411,3 +425,41 @@ SCHEDULERS: dict[str, type[LRScheduler]] = {
     "exponential": ExponentialLR, "multistep": MultiStepLR, "onecycle": OneCycleLR,
     "plateau": ReduceLROnPlateau,
 }
+
+#: Every schedule name a run configuration may give: LRSchedule's and the torch-style schedulers'.
+SCHEDULES = PROGRESS_SCHEDULES + tuple(SCHEDULERS)
+
+
+def build_scheduler(kind: str, optimizer, *, epochs: int, steps_per_epoch: int, gamma: float = 0.1,
+                    step_size: int = 10, min_lr: float = 0.0, warmup_epochs: float = 0.0,
+                    milestones=(), patience: int = 10, pct_start: float = 0.3,
+                    div_factor: float = 25.0, final_div_factor: float = 1e4,
+                    three_phase: bool = False, monitor: str = "val_loss") -> Callback | None:
+    """The schedule callback for a run (None for a constant rate without warmup).
+
+    ``onecycle`` peaks at the optimizer's lr (its ``max_lr``) over ``epochs × steps_per_epoch``
+    steps; ``plateau`` multiplies the lr by ``gamma`` (torch's ``factor``) after ``patience``
+    epochs without improvement of ``monitor``; ``exponential`` multiplies it by ``gamma`` every
+    epoch; ``multistep`` at each of ``milestones``; constant/step/cosine are :class:`LRSchedule`.
+    """
+    if kind in PROGRESS_SCHEDULES:
+        if kind == "constant" and not warmup_epochs:
+            return None
+        return LRSchedule(kind, warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma,
+                          min_lr=min_lr)
+    if kind == "onecycle":
+        return OneCycleLR(optimizer, max_lr=optimizer.lr, epochs=epochs,
+                          steps_per_epoch=steps_per_epoch, pct_start=pct_start,
+                          div_factor=div_factor, final_div_factor=final_div_factor,
+                          three_phase=three_phase,
+                          cycle_momentum=hasattr(optimizer, "betas")
+                          or getattr(optimizer, "momentum", 0.0) > 0)
+    if kind == "plateau":
+        return ReduceLROnPlateau(optimizer, factor=gamma, patience=patience, min_lr=min_lr,
+                                 monitor=monitor)
+    if kind == "exponential":
+        return ExponentialLR(optimizer, gamma=gamma)
+    if kind == "multistep":
+        return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+    raise ValueError(f"The schedule {kind!r} is not supported. Supported schedules are "
+                     f"{list(SCHEDULES)}.")

@@ -65,6 +65,7 @@ RULES: dict[str, Range] = {
     "dampening": Range(), "alpha": Range(0.0, 1.0),
     "beta1": _UNIT, "beta2": _UNIT, "label_smoothing": _UNIT, "dropout": _UNIT,
     "validation_split": _UNIT, "gamma": Range(0.0, 1.0, low_inclusive=False),
+    "pct_start": Range(0.0, 1.0), "div_factor": _POSITIVE, "final_div_factor": _POSITIVE,
 }
 """The rule of each real-valued setting, by its name in RunConfig (and the constructors).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -354,3 +355,61 @@ def test_a_scheduler_bound_to_another_optimizer_is_refused_by_the_trainer():
     with pytest.raises(ValueError, match="different optimizer"):
         model.fit(X, y, epochs=1, optimizer=fastnn.optim.Adam(model),
                   callbacks=[ExponentialLR(other, gamma=0.5)])
+
+
+# --------------------------------------------------------------------------- through fastnn train
+def _train(tmp_path, *args):
+    from click.testing import CliRunner
+
+    from fastnn.cli.main import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--out-dir", str(out), "--limit", "600",
+                                       "--hidden", "16", "--quiet", "--no-wandb", "--backend",
+                                       "numpy", *args])
+    epochs = ([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+              if (out / "metrics.jsonl").is_file() else [])
+    return result, out, epochs
+
+
+@pytest.mark.slow
+def test_fastnn_train_with_the_one_cycle_schedule(tmp_path):
+    # 540 training rows (10% held out) in batches of 100: 6 steps an epoch, 12 in all
+    result, _, epochs = _train(tmp_path, "--schedule", "onecycle", "--lr", "0.01", "--epochs", "2",
+                               "--batch-size", "100")
+    assert result.exit_code == 0, result.output
+    sched = OneCycleLR(_fastnn_opt("adam", 1e-3), max_lr=0.01, total_steps=12)
+    expected = []
+    for _ in range(12):
+        sched.step()
+        expected.append(sched.optimizer.lr)
+    # each epoch logs the rate the next step would use: step 6's, then (the cycle over) the last
+    # rate used, step 11's, which is the cycle's end max_lr / div_factor / final_div_factor
+    assert [e["lr"] for e in epochs] == pytest.approx([expected[5], expected[10]], rel=1e-12)
+    assert epochs[-1]["lr"] == pytest.approx(0.01 / 25 / 1e4, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_fastnn_train_with_a_multistep_schedule(tmp_path):
+    result, _, epochs = _train(tmp_path, "--schedule", "multistep", "--milestones", "1,2",
+                               "--gamma", "0.5", "--optimizer", "adamw", "--lr", "0.004",
+                               "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert [e["lr"] for e in epochs] == pytest.approx([0.004, 0.002, 0.001])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--schedule", "multistep"], "the multistep schedule needs milestones"),
+    (["--milestones", "3"], "milestones apply to the multistep schedule only, not 'constant'"),
+    (["--schedule", "plateau", "--gamma", "1"], "gamma must be < 1 for the plateau schedule"),
+    (["--schedule", "onecycle", "--warmup-epochs", "1", "--epochs", "3"],
+     "warmup_epochs applies to the schedules"),
+    (["--schedule", "onecycle", "--pct-start", "2"], r"pct_start must be in \[0.0, 1.0\], got 2.0"),
+    (["--schedule", "plateau", "--patience", "-1"], "patience must be >= 0, got -1"),
+])
+def test_schedule_settings_are_checked_before_anything_is_written(tmp_path, args, message):
+    result, out, _ = _train(tmp_path, *args)
+    assert result.exit_code != 0
+    assert re.search(message, result.output), result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()

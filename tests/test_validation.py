@@ -31,6 +31,8 @@ CONSTRUCTORS = [
     ("alpha", 1.5, lambda v: optim.RMSprop(_model(), alpha=v)),
     ("weight_decay", -1.0, lambda v: optim.NAdam(_model(), weight_decay=v)),
     ("momentum_decay", -1.0, lambda v: optim.NAdam(_model(), momentum_decay=v)),
+    ("eps", 0.0, lambda v: optim.Adam(_model(), eps=v)),
+    ("eps", -1e-8, lambda v: optim.AdamW(_model(), eps=v)),
 ]
 
 
