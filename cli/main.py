@@ -25,6 +25,7 @@ COMMANDS = {
     "report": "fastnn.cli.report:report",
     "sweep": "fastnn.cli.sweep:sweep",
     "sweep-summary": "fastnn.cli.sweep:sweep_summary",
+    "lr-find": "fastnn.cli.lr_find:lr_find",
 }
 """Command name -> "module:attribute" of its click command (add new commands here)."""
 

@@ -101,6 +101,15 @@ def steepest_descent_lr(lrs: np.ndarray, smoothed: np.ndarray) -> float | None:
     return float(lrs[start + k]) if slopes[k] < 0 else None
 
 
+def check_range(start_lr: float, end_lr: float, num_steps: int) -> tuple[float, float, int]:
+    """Check the range test's span: 0 < start_lr < end_lr and num_steps ≥ 10; returns them."""
+    start_lr = check_float_range("start_lr", start_lr, 0.0, low_inclusive=False)
+    end_lr = check_float_range("end_lr", end_lr, 0.0, low_inclusive=False)
+    if end_lr <= start_lr:
+        raise ValueError(f"end_lr must be > start_lr ({start_lr}), got {end_lr}.")
+    return start_lr, end_lr, check_positive_int("num_steps", num_steps, minimum=MIN_STEPS)
+
+
 def lr_find(model, X, y, optimizer="adam", *, start_lr: float = 1e-7, end_lr: float = 10.0,
             num_steps: int = 200, batch_size: int = 128, smoothing: float = 0.9,
             diverge_factor: float = 4.0, restore: bool = True) -> LRFinderResult:
@@ -126,11 +135,7 @@ def lr_find(model, X, y, optimizer="adam", *, start_lr: float = 1e-7, end_lr: fl
     """
     from fastnn.optim import Optimizer, get_optimizer
 
-    start_lr = check_float_range("start_lr", start_lr, 0.0, low_inclusive=False)
-    end_lr = check_float_range("end_lr", end_lr, 0.0, low_inclusive=False)
-    if end_lr <= start_lr:
-        raise ValueError(f"end_lr must be > start_lr ({start_lr}), got {end_lr}.")
-    num_steps = check_positive_int("num_steps", num_steps, minimum=MIN_STEPS)
+    start_lr, end_lr, num_steps = check_range(start_lr, end_lr, num_steps)
     batch_size = check_positive_int("batch_size", batch_size)
     smoothing = check_float_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
     diverge_factor = check_float_range("diverge_factor", diverge_factor, 1.0, low_inclusive=False)

@@ -287,3 +287,32 @@ def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = Fal
                          dir=str(out), log_every_n_steps=config.log_every,
                          histogram_every_k_epochs=config.histogram_every, class_names=class_names,
                          verbose=verbose)
+
+
+def run_lr_find(config: RunConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+                num_steps: int = 200, out: Path | str = "lr_find.png", dataset=None):
+    """The learning-rate range test (:func:`fastnn.lr_finder.lr_find`) for the model, optimizer,
+    data and batch size of a run configuration; writes the plot to ``out`` and the curve beside it
+    as JSON (``out`` with suffix ``.json``). Returns the :class:`~fastnn.lr_finder.LRFinderResult`.
+
+    Settings and data are checked and loaded before anything is written, as for a run.
+    """
+    from fastnn.data import load_dataset
+    from fastnn.lr_finder import check_range, lr_find
+
+    try:
+        check_range(start_lr, end_lr, num_steps)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    model, optimizer = check_config(config)
+    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
+                                 validation_split=0.0, limit=config.limit, seed=config.seed,
+                                 normalize=config.normalize, dtype=config.dtype)
+    check_data(config.replace(early_stopping=None), ds)
+    result = lr_find(model, ds.X_train, ds.y_train, optimizer, start_lr=start_lr, end_lr=end_lr,
+                     num_steps=num_steps, batch_size=config.batch_size)
+    out = Path(out)
+    result.plot(out, title=f"learning-rate range test: {config.dataset}, {config.optimizer}, "
+                           f"batch {config.batch_size}")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result.to_dict(), indent=2))
+    return result

@@ -3,6 +3,9 @@ leaves the model as it found it."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -93,3 +96,38 @@ def test_the_plot_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(result.to_dict()) == {"suggested_lr", "min_loss_lr", "stopped_early", "lrs",
                                      "losses", "smoothed"}
+
+
+@pytest.mark.slow
+def test_fastnn_lr_find_writes_the_plot_and_the_curve(tmp_path):
+    from click.testing import CliRunner
+
+    from fastnn.cli.main import main
+
+    out = tmp_path / "lr" / "find.png"
+    result = CliRunner().invoke(main, ["lr-find", "--limit", "2000", "--backend", "numpy",
+                                       "--hidden", "32", "--steps", "60", "--optimizer", "sgd",
+                                       "--end-lr", "100", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "suggested lr" in result.output and f"plot: {out}" in result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    curve = json.loads(out.with_suffix(".json").read_text())
+    assert len(curve["lrs"]) == len(curve["losses"]) <= 60
+    assert curve["lrs"][0] == pytest.approx(1e-7)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start-lr", "1", "--end-lr", "0.1"], r"end_lr must be > start_lr \(1.0\), got 0.1"),
+    (["--steps", "3"], "num_steps must be >= 10, got 3"),
+    (["--optimizer", "adamax"], "optimizer"),
+])
+def test_fastnn_lr_find_bad_settings_are_one_line(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from fastnn.cli.main import main
+
+    out = tmp_path / "find.png"
+    result = CliRunner().invoke(main, ["lr-find", "-o", str(out), *args])
+    assert result.exit_code != 0
+    assert re.search(message, result.output) and "Traceback" not in result.output
+    assert not out.exists() and not out.with_suffix(".json").exists()

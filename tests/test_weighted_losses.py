@@ -9,7 +9,6 @@ unweighted loss, integer weights equal repeated rows, zero-weight rows change no
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
