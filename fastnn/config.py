@@ -337,7 +337,7 @@ def check_rules(config: RunConfig, source: str = "config") -> RunConfig:
     """Rules between settings, checked before anything runs; raises ConfigError naming them.
 
     * ``early_stopping`` monitors val_loss, which is logged only with ``validation_split > 0``;
-    * ``eps`` (rmsprop, adam, nadam only) must be > 0, the optimizer constructors' rule;
+    * ``eps`` (rmsprop, adam, adamw, nadam only) must be > 0, the optimizer constructors' rule;
     * ``label_smoothing`` applies to cross-entropy only;
     * ``warmup_epochs`` must be shorter than the run, and the cosine schedule's ``min_lr`` below ``lr``;
     * for a known dataset: ``augment_shift`` below the image size, ``augment_flip`` needs images

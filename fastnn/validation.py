@@ -69,7 +69,7 @@ RULES: dict[str, Range] = {
 }
 """The rule of each real-valued setting, by its name in RunConfig (and the constructors).
 
-``eps`` is > 0 for every optimizer that has one (RMSprop, Adam, NAdam): with ε = 0 a zero second
+``eps`` is > 0 for every optimizer that has one (RMSprop, Adam, AdamW, NAdam): with ε = 0 a zero second
 moment divides by zero. ``betas`` of Adam/NAdam are ``beta1``/``beta2`` here."""
 
 

@@ -42,7 +42,7 @@ def one_error_line(result) -> str:
     (["--augment-shift", "100"], "augment_shift must be < the image size of fashion-mnist (28x28), got 100"),
     (["--limit", "5"], "limit must be >= the number of classes of fashion-mnist (10)"),
     (["--eps", "0"], "options: eps must be in (0.0, inf], got 0.0."),
-    (["--eps", "1e-3", "--optimizer", "sgd"], "eps applies to ['rmsprop', 'adam', 'nadam'] only"),
+    (["--eps", "1e-3", "--optimizer", "sgd"], "eps applies to ['rmsprop', 'adam', 'adamw', 'nadam'] only"),
     (["--loss", "mse", "--label-smoothing", "0.1"], "label_smoothing=0.1 applies to loss cross_entropy only"),
     (["--warmup-epochs", "3", "--epochs", "2"], "warmup_epochs must be < epochs (2)"),
     (["--schedule", "cosine", "--lr", "0.01", "--min-lr", "0.1"], "min_lr must be < lr (0.01)"),

@@ -60,11 +60,11 @@ def test_betas_follow_the_beta_rules():
 
 
 def test_eps_is_checked_with_the_optimizer_constructors_checker():
-    """eps > 0 for rmsprop/adam/nadam: the config uses check_float_range("eps", eps, 0.0,
+    """eps > 0 for rmsprop/adam/adamw/nadam: the config uses check_float_range("eps", eps, 0.0,
     low_inclusive=False), the checker and message the optimizer constructors use."""
     with pytest.raises(ValueError) as expected:
         check_float_range("eps", 0.0, 0.0, low_inclusive=False)
-    for optimizer in ("rmsprop", "adam", "nadam"):
+    for optimizer in ("rmsprop", "adam", "adamw", "nadam"):
         with pytest.raises(ConfigError) as found:
             RunConfig.from_dict({"optimizer": optimizer, "eps": 0}, source="options")
         assert str(found.value) == f"options: {expected.value}"
