@@ -8,9 +8,9 @@
 # ENV_FILE (default .ci-cache/postgres.env) holds `export FASTNN_TEST_POSTGRES_URL=...` and the
 # server's folder. The server listens on 127.0.0.1 only, on a free port, with a random password;
 # its data, socket and log live in a fresh /tmp/fastnn-postgres.* folder. The PostgreSQL server
-# binaries are used where installed (Debian's /usr/lib/postgresql/*/bin); otherwise, as root,
-# `apt-get install -y postgresql` installs them (run `apt-get update` first). As root the server
-# runs as the `postgres` user, since PostgreSQL refuses to run as root.
+# binaries are used where installed (Debian's /usr/lib/postgresql/*/bin, or pg_ctl on PATH);
+# without them `start` exits 3 (it never installs packages: .ci/run does). As root the server runs
+# as the `postgres` user, since PostgreSQL refuses to run as root.
 
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then  # sourced: run as a script, then read its exports
   bash "${BASH_SOURCE[0]}" "$@" || return $?
@@ -50,13 +50,9 @@ free_port() {
 start() {
   local bin base password port url
   bin=$(server_bin) || true
-  if [[ -z "$bin" ]]; then
-    if [[ $(id -u) -ne 0 ]]; then
-      echo "postgres.sh: no PostgreSQL server binaries found; install the postgresql package" >&2
-      exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    bin=$(server_bin)
+  if [[ -z "$bin" ]]; then  # installing system packages is .ci/run's job, never this script's
+    echo "postgres.sh: no PostgreSQL server binaries found; install the postgresql package" >&2
+    exit 3
   fi
   base=$(mktemp -d /tmp/fastnn-postgres.XXXXXX)
   password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')

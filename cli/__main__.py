@@ -1,5 +1,5 @@
 """``python -m fastnn.cli`` runs the ``fastnn`` command."""
 
-from fastnn.cli.main import main
+from fastnn.cli.main import run
 
-main()
+run()

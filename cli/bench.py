@@ -6,7 +6,9 @@ import json
 
 import click
 
+from fastnn.backend import BACKEND_NAMES
 from fastnn.cli.errors import reports_errors
+from fastnn.config import DTYPES
 
 
 def _csv(kind, valid):
@@ -24,9 +26,9 @@ def _csv(kind, valid):
               callback=_csv(str, ("784-256-128-10", "3072-1024-512-10")),
               help="Comma-separated: 784-256-128-10, 3072-1024-512-10.")
 @click.option("--backend", "backends", default="numpy,numba", show_default=True,
-              callback=_csv(str, ("numpy", "numba")), help="Comma-separated backends.")
+              callback=_csv(str, BACKEND_NAMES), help="Comma-separated backends.")
 @click.option("--dtype", "dtypes", default="float32", show_default=True,
-              callback=_csv(str, ("float32", "float64")), help="Comma-separated dtypes.")
+              callback=_csv(str, DTYPES), help="Comma-separated dtypes.")
 @click.option("--batch", "batches", default="32,128,512", show_default=True,
               callback=_csv(str, ("32", "64", "128", "256", "512", "1024")), help="Comma-separated batch sizes.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd", "nadam", "rmsprop"]), default="adam",

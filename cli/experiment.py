@@ -6,7 +6,10 @@ import sys
 
 import click
 import yaml
+
+from fastnn.backend import BACKEND_NAMES
 from fastnn.cli.errors import one_line, reports_errors
+from fastnn.tracking import MODES as WANDB_MODES
 
 from fastnn.config import RunConfig
 
@@ -104,8 +107,8 @@ def _select(experiment, only: tuple[str, ...]):
 @click.option("--only", multiple=True, metavar="RUN", help="Run only this run (repeatable).")
 @click.option("--limit", type=int, help="Override every run's training-subset size.")
 @click.option("--epochs", type=int, help="Override every run's number of epochs.")
-@click.option("--backend", type=click.Choice(["numba", "numpy"]), help="Override every run's backend.")
-@click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]),
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="Override every run's backend.")
+@click.option("--wandb-mode", type=click.Choice(WANDB_MODES),
               help="W&B mode of every run (default: the file's, else as fastnn train decides).")
 @click.option("--no-wandb", is_flag=True, help="Do not log to W&B (same as --wandb-mode disabled).")
 @click.option("--report", "write_report", is_flag=True,

@@ -6,6 +6,8 @@ import platform
 
 import click
 
+from fastnn.cli.errors import reports_errors
+
 
 def environment_info() -> dict:
     """Versions of Python and the numerical stack, BLAS pools (threadpoolctl), backends."""
@@ -36,6 +38,7 @@ def environment_info() -> dict:
 
 @click.command("info")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
 def info(as_json):
     """Show versions, BLAS libraries and threads, and the available backends."""
     data = environment_info()
@@ -48,7 +51,9 @@ def info(as_json):
                 "numba_threading_layer"):
         click.echo(f"{key:<22} {data[key]}")
     for pool in data["thread_pools"]:
-        click.echo(f"{'thread pool':<22} {pool['library']} {pool['version']} ({pool['architecture']}), "
-                   f"{pool['threads']} threads: {pool['path']}")
+        details = " ".join(str(pool[k]) for k in ("library", "version") if pool[k] is not None)
+        if pool["architecture"] is not None:
+            details += f" ({pool['architecture']})"
+        click.echo(f"{'thread pool':<22} {details}, {pool['threads']} threads: {pool['path']}")
     for name, status in data["backends"].items():
         click.echo(f"{'backend ' + name:<22} {status}")

@@ -48,16 +48,40 @@ def resolve_config(ctx: click.Context, config_file: str | None, values: dict) ->
     return RunConfig.from_dict(merged, source=config_file or "options")
 
 
+SECTIONS = ("data", "model", "optimizer", "schedule", "regularisation", "run", "tracking")
+"""The sections of `fastnn train --help`, in order: RunConfig's field groups."""
+_EXTRA_SECTIONS = {"config_file": "run", "quiet": "run", "no_wandb": "tracking", "verbose": "tracking"}
+
+
+class SectionedCommand(click.Command):
+    """A click command whose --help lists its options in sections (click's own HelpFormatter
+    sections; each option's section is its RunConfig field's ``group``)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups = {f.name: f.metadata["group"] for f in RunConfig.fields()} | _EXTRA_SECTIONS
+        rows: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows.setdefault(groups.get(param.name, "other"), []).append(record)
+        for section in (*SECTIONS, *(k for k in rows if k not in SECTIONS)):
+            if rows.get(section):
+                with formatter.section(f"{section.capitalize()} options"):
+                    formatter.write_dl(rows[section])
+
+
 def _train_command():
-    @click.command("train", context_settings={"show_default": True})
+    @click.command("train", cls=SectionedCommand, context_settings={"show_default": True})
     @click.option("--config", "config_file", type=click.Path(dir_okay=False),
                   help="YAML file of settings (keys as below, snake_case or kebab-case); options "
                        "given on the command line override it.")
     @click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases (same as --wandb-mode disabled).")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
+    @click.option("--verbose", is_flag=True, help="Show W&B's own console output (by default one "
+                                                   "line says where the run is).")
     @click.pass_context
     @reports_errors
-    def train(ctx, config_file, no_wandb, quiet, **values):
+    def train(ctx, config_file, no_wandb, quiet, verbose, **values):
         """Train an MLP and write checkpoint, config, metrics.jsonl and plots to the output folder.
 
         With no options it trains a 256-128 ReLU MLP on Fashion-MNIST with the numba backend.
@@ -80,8 +104,10 @@ def _train_command():
                     else f"{'x'.join(map(str, dataset.image_shape))} images, {len(dataset.class_names)} classes")
             click.echo(f"{dataset.name}: {dataset.X_train.shape[0]} training rows, {what}; task "
                        f"{dataset.task} ({how})")
-        result = run_training(config, progress=not quiet, dataset=dataset)
+        result = run_training(config, progress=not quiet, verbose=verbose, dataset=dataset)
         out = result.out_dir
+        if result.tracking:
+            click.echo(result.tracking, err=True)
         if result.interrupted:
             click.echo(f"Interrupted after {len(result.history)} epoch(s); checkpoint saved to "
                        f"{result.checkpoint}", err=True)

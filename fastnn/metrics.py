@@ -65,12 +65,23 @@ def classification_report(y_true, y_pred, class_names: Sequence[str] | None = No
     Returns a dict shaped like scikit-learn's ``output_dict=True`` report:
     ``{name: {"precision", "recall", "f1-score", "support"}, …, "accuracy": float,
     "macro avg": {...}, "weighted avg": {...}}``. Format it with :func:`format_report`.
+
+    The classes are ``class_names`` (or ``range(n_classes)``) when given; otherwise, as in
+    scikit-learn, the sorted union of the labels present in ``y_true`` and ``y_pred``, so a class
+    that occurs in neither does not count towards the macro average.
     """
     if n_classes is None and class_names is not None:
         n_classes = len(class_names)
-    cm = confusion_matrix(y_true, y_pred, n_classes)
+    if n_classes is None:  # scikit-learn's label set: the labels present in either array
+        t, p = _labels_pair(y_true, y_pred)
+        labels = np.union1d(t, p)
+        t, p = np.searchsorted(labels, t), np.searchsorted(labels, p)
+        cm = confusion_matrix(t, p, labels.size)
+        names = [str(int(label)) for label in labels]
+    else:
+        cm = confusion_matrix(y_true, y_pred, n_classes)
+        names = list(class_names) if class_names is not None else [str(i) for i in range(cm.shape[0])]
     k = cm.shape[0]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
     if len(names) != k:
         raise ValueError(f"class_names has {len(names)} names but there are {k} classes.")
     precision, recall, f1, support = precision_recall_f1(cm)
@@ -107,17 +118,21 @@ def format_report(report: dict, digits: int = 3) -> str:
 
 
 def format_confusion_matrix(cm: np.ndarray, class_names: Sequence[str] | None = None) -> str:
-    """Aligned text of a confusion matrix with true classes as rows and predictions as columns."""
+    """Aligned text of a confusion matrix with true classes as rows and predictions as columns.
+
+    Rows show each class's full name and number; columns are headed by the class numbers.
+    """
     k = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
-    short = [n[:8] for n in names]
-    w = max(6, max(len(n) for n in short), len(str(int(cm.max()))))
-    lw = max(len(n) for n in names)
     corner = "true \\ pred"
-    lw = max(lw, len(corner))
-    lines = [f"{corner:>{lw}}  " + " ".join(f"{n:>{w}}" for n in short)]
-    for name, row in zip(names, cm):
-        lines.append(f"{name:>{lw}}  " + " ".join(f"{int(v):>{w}d}" for v in row))
+    lw = max(len(corner), *(len(n) for n in names))
+    numbers = [str(i) for i in range(k)]
+    w = max(4, len(str(int(cm.max()))), *(len(n) for n in numbers))
+    # full class names label the rows, each numbered; the columns carry the numbers, so no name
+    # is cut and the matrix stays as narrow as its counts
+    lines = [f"{corner:>{lw + 4}}  " + " ".join(f"{n:>{w}}" for n in numbers)]
+    for i, (name, row) in enumerate(zip(names, cm)):
+        lines.append(f"{name:>{lw}} {i:>3}  " + " ".join(f"{int(v):>{w}d}" for v in row))
     return "\n".join(lines)
 
 

@@ -441,7 +441,7 @@ class FFNN:
         """Train with mini-batches; see :class:`fastnn.training.Trainer` for every argument.
 
         ``optimizer`` is an :class:`fastnn.optim.Optimizer` bound to this model or a name
-        (sgd, momentum, nesterov, rmsprop, adam, nadam) built with ``lr`` (or its default).
+        (sgd, momentum, nesterov, rmsprop, adam, adamw, nadam) built with ``lr`` (or its default).
         Returns the :class:`fastnn.training.History`.
         """
         from fastnn.training import Trainer

@@ -8,7 +8,7 @@ backend's fast operation directly, without re-checking them) and performs one in
 per step, so a step of fastnn can be compared with a step of PyTorch to float precision. Scalars that depend only on the step count (bias corrections, NAdam's momentum schedule)
 are computed here, in Python float64, and passed to the backend.
 
-Ordered by increasing complexity: SGD (and its Momentum / Nesterov presets), RMSprop, Adam, NAdam.
+Ordered by increasing complexity: SGD (and its Momentum / Nesterov presets), RMSprop, Adam, AdamW, NAdam.
 Gradients are read, never modified; ``model.loss_and_grad`` overwrites them, so there is no
 ``zero_grad``.
 """
@@ -251,6 +251,21 @@ class RMSprop(Optimizer):
                 "momentum": self.momentum, "centered": self.centered}
 
 
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}.")
+    return bool(value)
+
+
+def _weight_decay_terms(lr: float, weight_decay: float, decoupled: bool) -> tuple[float, float]:
+    """(L2 coefficient added to the gradient, factor the parameters are multiplied by first):
+    ``(λ, 1)`` for coupled weight decay, ``(0, 1 - lr·λ)`` for decoupled (torch's
+    ``param.mul_(1 - lr * weight_decay)``)."""
+    if decoupled:
+        return 0.0, 1.0 - float(lr) * weight_decay
+    return weight_decay, 1.0
+
+
 def _check_betas(betas) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
@@ -269,8 +284,11 @@ class Adam(Optimizer):
         \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t} \,
             \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-    The weight decay λ is added to the gradient (L2-coupled, as in ``torch.optim.Adam``). Defaults:
-    lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
+    The weight decay λ is added to the gradient (L2-coupled, as in ``torch.optim.Adam``). With
+    ``decoupled_weight_decay=True`` it is applied to the weights instead, as in :class:`AdamW`:
+    :math:`\theta_{t-1} \leftarrow (1 - \gamma\lambda)\,\theta_{t-1}` before the update and
+    :math:`g_t = \nabla_\theta L(\theta_{t-1})`. Defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0, decoupled_weight_decay=False.
 
     ``eps`` must be > 0: torch accepts 0, but then a parameter whose gradient has always been zero
     divides 0 by 0 and becomes NaN (its second moment is 0); here that is refused up front.
@@ -279,23 +297,57 @@ class Adam(Optimizer):
     name = "adam"
 
     def __init__(self, model, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False):
         super().__init__(model, lr)
         self.betas = _check_betas(betas)
         self.eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
         self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
+        self.decoupled_weight_decay = _check_bool("decoupled_weight_decay", decoupled_weight_decay)
         self.exp_avg = self._buffer("exp_avg")
         self.exp_avg_sq = self._buffer("exp_avg_sq")
 
     def _update(self, param, grad):
         beta1, beta2 = self.betas
         t = self.step_count
+        coupled, param_decay = _weight_decay_terms(self.lr, self.weight_decay,
+                                                   self.decoupled_weight_decay)
         self.backend.adam_step(param, grad, self.exp_avg, self.exp_avg_sq, float(self.lr), beta1, beta2,
-                                self.eps, self.weight_decay, 1.0 - beta1 ** t, 1.0 - beta2 ** t)
+                               self.eps, coupled, 1.0 - beta1 ** t, 1.0 - beta2 ** t, param_decay)
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay,
+                "decoupled_weight_decay": self.decoupled_weight_decay}
+
+
+class AdamW(Adam):
+    r"""AdamW (``torch.optim.AdamW``): Adam with decoupled weight decay; Loshchilov & Hutter (2019),
+    "Decoupled Weight Decay Regularization".
+
+    .. math::
+        \theta_{t-1} &\leftarrow (1 - \gamma \lambda)\, \theta_{t-1} \\
+        g_t &= \nabla_\theta L(\theta_{t-1}) \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t} \,
+            \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    The decay shrinks every parameter of the arena (biases too, as torch does for one parameter
+    group) by ``lr · weight_decay`` per step, independently of the gradient's scale, unlike L2 in
+    Adam, whose gradient term is divided by :math:`\sqrt{v_t}`. Defaults as torch: lr=1e-3,
+    betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2.
+    """
+
+    name = "adamw"
+
+    def __init__(self, model, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(model, lr, betas, eps, weight_decay, decoupled_weight_decay=True)
+
+    def hyperparameters(self):
+        params = super().hyperparameters()
+        del params["decoupled_weight_decay"]
+        return params
 
 
 class NAdam(Optimizer):
@@ -313,8 +365,11 @@ class NAdam(Optimizer):
             - \gamma \frac{1 - \mu_t}{1 - \prod_{i \le t} \mu_i} \frac{g_t}{d_t}
             - \gamma \frac{\mu_{t+1}}{1 - \prod_{i \le t+1} \mu_i} \frac{m_t}{d_t}
 
-    with momentum decay ψ (``momentum_decay``). Defaults: lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-    weight_decay=0, momentum_decay=4e-3.
+    with momentum decay ψ (``momentum_decay``). With ``decoupled_weight_decay=True`` the decay is
+    applied to the weights instead of the gradient, as in torch's NAdamW form:
+    :math:`\theta_{t-1} \leftarrow (1 - \gamma\lambda)\,\theta_{t-1}` and
+    :math:`g_t = \nabla_\theta L(\theta_{t-1})`. Defaults: lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0, momentum_decay=4e-3, decoupled_weight_decay=False.
 
     ``eps`` must be > 0: torch accepts 0, but then a parameter whose gradient has always been zero
     divides 0 by 0 and becomes NaN (its second moment is 0); here that is refused up front.
@@ -323,12 +378,14 @@ class NAdam(Optimizer):
     name = "nadam"
 
     def __init__(self, model, lr: float = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum_decay: float = 4e-3):
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False):
         super().__init__(model, lr)
         self.betas = _check_betas(betas)
         self.eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
         self.weight_decay = check_float_range("weight_decay", weight_decay, 0.0)
         self.momentum_decay = check_float_range("momentum_decay", momentum_decay, 0.0)
+        self.decoupled_weight_decay = _check_bool("decoupled_weight_decay", decoupled_weight_decay)
         self.mu_product = 1.0
         self.exp_avg = self._buffer("exp_avg")
         self.exp_avg_sq = self._buffer("exp_avg_sq")
@@ -341,12 +398,15 @@ class NAdam(Optimizer):
         self.mu_product *= mu
         grad_coef = self.lr * (1.0 - mu) / (1.0 - self.mu_product)
         avg_coef = self.lr * mu_next / (1.0 - self.mu_product * mu_next)
+        coupled, param_decay = _weight_decay_terms(self.lr, self.weight_decay,
+                                                   self.decoupled_weight_decay)
         self.backend.nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
-                                 self.weight_decay, 1.0 - beta2 ** t, grad_coef, avg_coef)
+                                coupled, 1.0 - beta2 ** t, grad_coef, avg_coef, param_decay)
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay, "momentum_decay": self.momentum_decay}
+                "weight_decay": self.weight_decay, "momentum_decay": self.momentum_decay,
+                "decoupled_weight_decay": self.decoupled_weight_decay}
 
     def scalars(self):
         return {"mu_product": self.mu_product}
@@ -354,7 +414,7 @@ class NAdam(Optimizer):
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSprop, "adam": Adam,
-    "nadam": NAdam,
+    "adamw": AdamW, "nadam": NAdam,
 }
 
 

@@ -4,7 +4,7 @@ Used by ``fastnn train``, sweeps and experiments alike, so a trial of a sweep is
 Writes into the run's output folder:
 
 ====================  =========================================================================
-``config.yaml``       the resolved configuration (written before training starts)
+``config.yaml``       the resolved configuration (written once settings and data are checked)
 ``metrics.jsonl``     one JSON line per epoch (losses, accuracies, lr, time, samples/s)
 ``model.npz``         the checkpoint (weights, optimizer state, class names, normalisation)
 ``results.json``      test metrics, confusion matrix, classification report, timings
@@ -33,7 +33,7 @@ from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
-from fastnn.schedules import LRSchedule
+from fastnn.schedules import build_scheduler
 from fastnn.training import Callback, Trainer
 
 
@@ -48,6 +48,8 @@ class RunResult:
     checkpoint: Path | None = None
     interrupted: bool = False
     train_seconds: float = 0.0
+    tracking: str | None = None
+    """One line saying where the W&B run is (and how to sync it), or None without one."""
 
     @property
     def best_val_accuracy(self) -> float | None:
@@ -123,8 +125,40 @@ def load_run_dataset(config: RunConfig):
                         target=config.target, task=config.task)
 
 
+def check_data(config: RunConfig, ds) -> None:
+    """Rules between the settings and the loaded data (ConfigError): every class has a training
+    sample, and early stopping has validation samples to monitor."""
+    present = np.unique(ds.y_train).size
+    if present < len(ds.class_names):
+        raise ConfigError(f"the training split holds {ds.y_train.shape[0]} samples of {present} of "
+                          f"the {len(ds.class_names)} classes; raise limit (it is {config.limit}) "
+                          f"or lower validation_split ({config.validation_split}).")
+    if config.early_stopping is not None and ds.X_val.shape[0] == 0:
+        raise ConfigError(f"early_stopping needs validation samples, but validation_split="
+                          f"{config.validation_split} of {ds.y_train.shape[0] + ds.y_val.shape[0]} "
+                          f"samples holds none; raise validation_split.")
+
+
+def build_schedule(config: RunConfig, optimizer, n_train: int, has_validation: bool):
+    """The learning-rate schedule callback of a run (None for a constant rate), built before
+    anything is written; its argument errors become ConfigError."""
+    steps_per_epoch = -(-n_train // min(config.batch_size, n_train))
+    try:
+        return build_scheduler(config.schedule, optimizer, epochs=config.epochs,
+                               steps_per_epoch=steps_per_epoch, gamma=config.gamma,
+                               step_size=config.step_size, min_lr=config.min_lr,
+                               warmup_epochs=config.warmup_epochs, milestones=config.milestones,
+                               patience=config.patience, pct_start=config.pct_start,
+                               div_factor=config.div_factor,
+                               final_div_factor=config.final_div_factor,
+                               three_phase=config.three_phase,
+                               monitor="val_loss" if has_validation else "loss")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"schedule {config.schedule}: {exc}") from None
+
+
 def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Callback] = (),
-                 tracking: bool = True, dataset=None) -> RunResult:
+                 tracking: bool = True, dataset=None, verbose: bool = False) -> RunResult:
     """Train, evaluate on the test split, and write the run folder (see the module docstring).
 
     ``callbacks`` are added after the built-in ones (sweeps add a pruning callback).
@@ -132,29 +166,32 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     A KeyboardInterrupt stops training cleanly: the checkpoint is written and the result has
     ``interrupted=True``. Other errors propagate after W&B is told the run failed.
     """
+    # everything that can fail before training (settings, rules between them, the model's memory,
+    # the data) happens before the output folder exists, so a bad run leaves nothing behind
     if dataset is None and is_own_dataset(config.dataset):  # its shape comes from the file
         dataset = load_run_dataset(config)
     if dataset is not None and is_own_dataset(config.dataset):  # record the (inferred) task
         config = config.replace(task=dataset.task, dataset=str(Path(config.dataset).resolve()),
                                 **({"loss": "mse"} if dataset.task == "regression" else {}))
     model, optimizer = check_config(config, dataset)
+    ds = dataset or load_run_dataset(config)
+    regression = ds.task == "regression"
+    check_data(config, ds)
+    schedule = build_schedule(config, optimizer, ds.X_train.shape[0], has_validation=bool(ds.X_val.shape[0]))
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILURE_FILE).unlink(missing_ok=True)
     config.save(out / "config.yaml")
 
-    ds = dataset or load_run_dataset(config)
-    regression = ds.task == "regression"
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
     if progress:
         all_callbacks.append(ProgressBar(ds.X_train.shape[0], config.batch_size, config.epochs))
-    if config.schedule != "constant" or config.warmup_epochs:
-        all_callbacks.append(LRSchedule(config.schedule, warmup_epochs=config.warmup_epochs,
-                                        step_size=config.step_size, gamma=config.gamma, min_lr=config.min_lr))
+    if schedule is not None:
+        all_callbacks.append(schedule)
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
-    tracker = _make_tracker(config, ds.class_names, out) if tracking else None
+    tracker = _make_tracker(config, ds.class_names, out, verbose) if tracking else None
     if regression and ds.X_val.shape[0]:  # before the tracker and metrics log read the epoch's logs
         all_callbacks.insert(0, RegressionMetrics(ds.X_val, ds.y_val))
     if tracker is not None:
@@ -187,7 +224,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
                 "task": ds.task, "target": ds.target, "feature_names": list(ds.feature_names)}
     checkpoint = save(model, out / "model.npz", optimizer=optimizer, metadata=metadata)
     result = RunResult(out, config, trainer.history.epochs, checkpoint=checkpoint,
-                       interrupted=interrupted, train_seconds=train_seconds)
+                       interrupted=interrupted, train_seconds=train_seconds,
+                       tracking=None if tracker is None else tracker.summary_line())
     if interrupted:
         if tracker is not None:
             tracker.finish(exit_code=1)
@@ -266,6 +304,40 @@ def _finish_regression(result: RunResult, model, ds, trainer, tracker, checkpoin
     return result
 
 
+def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str = "numpy") -> dict:
+    """Evaluate a checkpoint written by :func:`run_training` on its dataset's ``split``.
+
+    The inputs are normalised with the statistics saved in the checkpoint. Returns
+    :func:`evaluate_model`'s dict (without ``y_pred``) plus ``dataset`` and ``split``. Raises
+    CheckpointError for a file that is invalid or lacks the dataset metadata.
+    """
+    from fastnn.checkpoint import CheckpointError, load_checkpoint
+    from fastnn.data import apply_normalization, load_raw
+
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be one of ['test', 'train'], got {split!r}.")
+    ckpt = load_checkpoint(path, backend=backend)
+    meta = ckpt.metadata
+    missing = [k for k in ("dataset", "class_names", "mean", "std") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} in its metadata; it was not "
+                              f"written by `fastnn train`, so the dataset to evaluate on is unknown.")
+    if meta.get("task") is not None and "config" in meta:  # your own data: the same seeded splits again
+        ds = load_run_dataset(RunConfig.from_dict(meta["config"], source=f"{path} metadata"))
+        X, y = (ds.X_test, ds.y_test) if split == "test" else (ds.X_train, ds.y_train)
+        X = np.ascontiguousarray(X, dtype=ckpt.model.dtype)
+        evaluate = evaluate_regression if meta["task"] == "regression" else evaluate_model
+        result = evaluate(ckpt.model, X, y, meta["class_names"])
+        result.pop("y_pred")
+        return {"dataset": meta["dataset"], "split": split, "task": meta["task"], **result}
+    X_train, y_train, X_test, y_test = load_raw(meta["dataset"], data_dir=data_dir)
+    X_raw, y = (X_test, y_test) if split == "test" else (X_train, y_train)
+    X = apply_normalization(X_raw, meta["mean"], meta["std"], dtype=ckpt.model.dtype)
+    result = evaluate_model(ckpt.model, X, y, meta["class_names"])
+    result.pop("y_pred")
+    return {"dataset": meta["dataset"], "split": split, **result}
+
+
 def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:
     """Learning curves and confusion matrix as PNGs in ``out``; returns name -> path."""
     from fastnn.plots import plot_confusion_matrix, plot_learning_curves
@@ -276,7 +348,7 @@ def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> d
     }
 
 
-def _make_tracker(config: RunConfig, class_names, out: Path):
+def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = False):
     if config.wandb_mode == "disabled":
         return None
     from fastnn.tracking import WandbCallback, resolve_wandb_mode
@@ -287,4 +359,34 @@ def _make_tracker(config: RunConfig, class_names, out: Path):
     return WandbCallback(config.to_dict(), project=config.wandb_project, entity=config.wandb_entity,
                          group=config.wandb_group, tags=config.wandb_tags, mode=mode, name=out.name,
                          dir=str(out), log_every_n_steps=config.log_every,
-                         histogram_every_k_epochs=config.histogram_every, class_names=class_names)
+                         histogram_every_k_epochs=config.histogram_every, class_names=class_names,
+                         verbose=verbose)
+
+
+def run_lr_find(config: RunConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+                num_steps: int = 200, out: Path | str = "lr_find.png", dataset=None):
+    """The learning-rate range test (:func:`fastnn.lr_finder.lr_find`) for the model, optimizer,
+    data and batch size of a run configuration; writes the plot to ``out`` and the curve beside it
+    as JSON (``out`` with suffix ``.json``). Returns the :class:`~fastnn.lr_finder.LRFinderResult`.
+
+    Settings and data are checked and loaded before anything is written, as for a run.
+    """
+    from fastnn.data import load_dataset
+    from fastnn.lr_finder import check_range, lr_find
+
+    try:
+        check_range(start_lr, end_lr, num_steps)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    model, optimizer = check_config(config)
+    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
+                                 validation_split=0.0, limit=config.limit, seed=config.seed,
+                                 normalize=config.normalize, dtype=config.dtype)
+    check_data(config.replace(early_stopping=None), ds)
+    result = lr_find(model, ds.X_train, ds.y_train, optimizer, start_lr=start_lr, end_lr=end_lr,
+                     num_steps=num_steps, batch_size=config.batch_size)
+    out = Path(out)
+    result.plot(out, title=f"learning-rate range test: {config.dataset}, {config.optimizer}, "
+                           f"batch {config.batch_size}")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result.to_dict(), indent=2))
+    return result

@@ -248,7 +248,8 @@ class WandbCallback(Callback):
     def __init__(self, config: Mapping, project: str = "fastnn", entity: str | None = None,
                  group: str | None = None, tags: Sequence[str] = (), mode: str | None = None,
                  name: str | None = None, dir=None, log_every_n_steps: int = 50,
-                 histogram_every_k_epochs: int = 5, class_names: Sequence[str] | None = None):
+                 histogram_every_k_epochs: int = 5, class_names: Sequence[str] | None = None,
+                 verbose: bool = False):
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping, got {type(config).__name__}.")
         self.config = dict(config)
@@ -260,6 +261,7 @@ class WandbCallback(Callback):
         self.histogram_every_k_epochs = check_positive_int("histogram_every_k_epochs",
                                                            histogram_every_k_epochs, minimum=0)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.verbose = bool(verbose)
         self.run = None
         self.run_dir: Path | None = None
         self.disabled_reason: str | None = "mode is 'disabled'" if self.mode == "disabled" else None
@@ -302,7 +304,10 @@ class WandbCallback(Callback):
                          tags=list(self.tags) or None, name=self.name, mode=self.mode,
                          dir=None if self.dir is None else str(self.dir),
                          config={"fastnn": _training_info(trainer), **self.config},
-                         reinit="finish_previous")
+                         reinit="finish_previous",
+                         # W&B's own console output (~40 lines a run) only when asked for;
+                         # summary_line() says where the run is in one line
+                         settings=wandb.Settings(silent=not self.verbose, quiet=not self.verbose))
         self.run = run
         self.run_dir = Path(run.settings.sync_dir)
         run.define_metric("epoch")
@@ -399,6 +404,15 @@ class WandbCallback(Callback):
             artifact.add_file(str(checkpoint_path))
             self.run.log_artifact(artifact)
         self.run.summary.update(dict(summary))
+
+    def summary_line(self) -> str | None:
+        """One line saying where the run is and, offline, how to upload it (None without a run)."""
+        if self.run is None:
+            return None
+        if self.mode == "offline":
+            return f"W&B: offline run in {self.run_dir}; upload it with `wandb sync {self.run_dir}`"
+        url = getattr(self.run, "url", None)
+        return f"W&B: run at {url}" if url else f"W&B: run files in {self.run_dir}"
 
     def finish(self, exit_code: int = 0) -> None:
         """End the W&B run; a non-zero ``exit_code`` marks it failed. Later calls do nothing.

@@ -1,13 +1,17 @@
 """Checks of user input at the Python boundary, with scikit-learn-style messages.
 
 Every message names the parameter, the rule and the value. These run before any kernel, so both
-backends raise the same errors.
+backends raise the same errors. This module is the one set of checkers: the model, the optimizers,
+the run config (and through it the sweep schema, experiments and the command line) all call these
+functions, and :data:`RULES` states once the range of each numeric setting they share, so
+``label_smoothing`` (say) obeys the same rule and gets the same message everywhere.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +38,56 @@ def check_float_range(name: str, value: object, low: float = -math.inf, high: fl
         hi = "]" if high_inclusive else ")"
         raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value}.")
     return value
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a real-valued setting must lie in (see :func:`check_float_range`)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def check(self, name: str, value: object) -> float:
+        return check_float_range(name, value, self.low, self.high, self.low_inclusive,
+                                 self.high_inclusive)
+
+
+_UNIT = Range(0.0, 1.0, high_inclusive=False)   # [0, 1)
+_POSITIVE = Range(0.0, low_inclusive=False)     # (0, inf)
+_NONNEGATIVE = Range(0.0)                       # [0, inf)
+
+RULES: dict[str, Range] = {
+    "lr": _POSITIVE, "eps": _POSITIVE, "init_std": _POSITIVE, "clip_grad_norm": _POSITIVE,
+    "momentum": _NONNEGATIVE, "weight_decay": _NONNEGATIVE, "momentum_decay": _NONNEGATIVE,
+    "l2": _NONNEGATIVE, "warmup_epochs": _NONNEGATIVE, "min_lr": _NONNEGATIVE,
+    "dampening": Range(), "alpha": Range(0.0, 1.0),
+    "beta1": _UNIT, "beta2": _UNIT, "label_smoothing": _UNIT, "dropout": _UNIT,
+    "validation_split": _UNIT, "gamma": Range(0.0, 1.0, low_inclusive=False),
+    "pct_start": Range(0.0, 1.0), "div_factor": _POSITIVE, "final_div_factor": _POSITIVE,
+}
+"""The rule of each real-valued setting, by its name in RunConfig (and the constructors).
+
+``eps`` is > 0 for every optimizer that has one (RMSprop, Adam, AdamW, NAdam): with ε = 0 a zero second
+moment divides by zero. ``betas`` of Adam/NAdam are ``beta1``/``beta2`` here."""
+
+
+def check_setting(name: str, value: object, rule_name: str | None = None) -> float:
+    """Check real-valued setting ``name`` against its rule in :data:`RULES`."""
+    return RULES[rule_name or name].check(name, value)
+
+
+def check_choice(name: str, value: object, choices) -> str:
+    """Return ``value`` lower-cased if it is one of ``choices`` (case-insensitive); raise otherwise.
+
+    ``choices`` comes from the registry of the thing chosen (``fastnn.optim.OPTIMIZERS``, …).
+    """
+    choices = list(choices)
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return text
 
 
 def check_dtype(dtype: object) -> np.dtype:

@@ -118,66 +118,72 @@ def update_moments(exp_avg, exp_avg_sq, i, g, b1, one_b1, b2, one_b2):
 
 
 @kernel()
-def adam_block(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    """Adam (``torch.optim.Adam``, L2-coupled weight decay) on one block.
+def adam_block(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
+               param_decay):
+    """Adam (``torch.optim.Adam``; L2-coupled weight decay, or decoupled as AdamW) on one block.
 
-    ``g = grad + wd·p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
-    ``p -= (lr / bc1) · m / (√v / √bc2 + ε)``.
+    ``p ← param_decay · p`` (decoupled decay; skipped when 1); ``g = grad + wd·p``;
+    ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``; ``p -= (lr / bc1) · m / (√v / √bc2 + ε)``.
     param, exp_avg, exp_avg_sq : (m,) updated in place; grad : (m,) read only.
     """
     T = param.dtype.type
     b1, one_b1, b2, one_b2 = T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2)
     step, sqrt_bc2, eps_, wd = T(lr / bc1), T(math.sqrt(bc2)), T(eps), T(weight_decay)
     use_wd = weight_decay != 0.0
+    decay, use_decay = T(param_decay), param_decay != 1.0
     for i in range(param.shape[0]):
-        g = grad[i] + wd * param[i] if use_wd else grad[i]
+        p = param[i] * decay if use_decay else param[i]
+        g = grad[i] + wd * p if use_wd else grad[i]
         m, v = update_moments(exp_avg, exp_avg_sq, i, g, b1, one_b1, b2, one_b2)
-        param[i] -= step * (m / (math.sqrt(v) / sqrt_bc2 + eps_))
+        param[i] = p - step * (m / (math.sqrt(v) / sqrt_bc2 + eps_))
 
 
 @kernel(parallel=True)
 def adam_step_kernel(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1,
-                     bc2, nthreads):
+                     bc2, param_decay, nthreads):
     """:func:`adam_block` over the whole arena (``nthreads`` parallel blocks when > 1)."""
     if nthreads == 1:
         return adam_block(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1,
-                          bc2)
+                          bc2, param_decay)
     n = param.shape[0]
     for t in prange(nthreads):
         lo, hi = t * n // nthreads, (t + 1) * n // nthreads
         adam_block(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi], lr, beta1, beta2,
-                   eps, weight_decay, bc1, bc2)
+                   eps, weight_decay, bc1, bc2, param_decay)
 
 
 @kernel()
 def nadam_block(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, bc2, grad_coef,
-                avg_coef):
+                avg_coef, param_decay):
     """NAdam (``torch.optim.NAdam``) on one block, given the step's momentum-schedule coefficients.
 
-    ``g = grad + wd·p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
-    ``d = √(v / bc2) + ε``; ``p -= grad_coef · g / d + avg_coef · m / d``.
+    ``p ← param_decay · p`` (decoupled decay; skipped when 1); ``g = grad + wd·p``;
+    ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``; ``d = √(v / bc2) + ε``;
+    ``p -= grad_coef · g / d + avg_coef · m / d``.
     param, exp_avg, exp_avg_sq : (m,) updated in place; grad : (m,) read only.
     """
     T = param.dtype.type
     b1, one_b1, b2, one_b2 = T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2)
     bc2_, eps_, wd, cg, cm = T(bc2), T(eps), T(weight_decay), T(grad_coef), T(avg_coef)
     use_wd = weight_decay != 0.0
+    decay, use_decay = T(param_decay), param_decay != 1.0
     for i in range(param.shape[0]):
-        g = grad[i] + wd * param[i] if use_wd else grad[i]
+        p = param[i] * decay if use_decay else param[i]
+        g = grad[i] + wd * p if use_wd else grad[i]
         m, v = update_moments(exp_avg, exp_avg_sq, i, g, b1, one_b1, b2, one_b2)
         denom = math.sqrt(v / bc2_) + eps_
-        param[i] -= cg * (g / denom) + cm * (m / denom)
+        param[i] = p - (cg * (g / denom) + cm * (m / denom))
 
 
 @kernel(parallel=True)
 def nadam_step_kernel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, bc2,
-                      grad_coef, avg_coef, nthreads):
+                      grad_coef, avg_coef, param_decay, nthreads):
     """:func:`nadam_block` over the whole arena (``nthreads`` parallel blocks when > 1)."""
     if nthreads == 1:
         return nadam_block(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, bc2,
-                           grad_coef, avg_coef)
+                           grad_coef, avg_coef, param_decay)
     n = param.shape[0]
     for t in prange(nthreads):
         lo, hi = t * n // nthreads, (t + 1) * n // nthreads
         nadam_block(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi], beta1, beta2,
-                    eps, weight_decay, bc2, grad_coef, avg_coef)
+                    eps, weight_decay, bc2, grad_coef, avg_coef, param_decay)

@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+import fastnn.callbacks  # noqa: F401  (see below)
+import fastnn.checkpoint  # noqa: F401
+import fastnn.metrics  # noqa: F401
+import fastnn.model  # noqa: F401
+import fastnn.optim  # noqa: F401
+import fastnn.training  # noqa: F401
 from backend_grid import BACKENDS, DTYPES
+
+# `import fastnn` loads its submodules on first use, but hypothesis draws examples partly from
+# the constants of the project modules loaded at the time, so the examples of a test would depend
+# on which test files ran before it. Loading the library's core here (what `import fastnn` used
+# to load eagerly) makes every test see the same examples however the suite is selected.
 
 settings.register_profile(
     # derandomize: CI runs the same examples every time; use HYPOTHESIS_PROFILE=thorough to explore

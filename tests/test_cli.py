@@ -222,3 +222,29 @@ def test_ctrl_c_stops_after_writing_a_checkpoint(tmp_path):
     assert 2 <= ckpt.metadata["epochs_completed"] < 500
     assert ckpt.build_optimizer().step_count > 0
     assert not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_wandb_console_is_one_line_by_default_and_full_with_verbose(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    for var, sub in (("WANDB_DIR", "dir"), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config")):
+        (tmp_path / sub).mkdir()
+        env[var] = str(tmp_path / sub)
+    env.update(NETRC=str(tmp_path / "netrc"), WANDB_MODE="offline")
+    outputs = {}
+    for flag in ("", "--verbose"):
+        out = tmp_path / f"run{flag}"
+        proc = subprocess.run([sys.executable, "-m", "fastnn.cli", "train", "--backend", "numpy",
+                               "--out-dir", str(out), "--limit", "600", "--epochs", "1", "--hidden",
+                               "16", "--quiet", *([flag] if flag else [])],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        outputs[flag] = proc.stdout + proc.stderr
+    quiet = [line for line in outputs[""].splitlines() if line.lower().startswith(("wandb", "w&b"))]
+    assert len(quiet) == 1, outputs[""]
+    assert quiet[0].startswith("W&B: offline run in ") and "`wandb sync " in quiet[0]
+    loud = [line for line in outputs["--verbose"].splitlines() if line.startswith("wandb:")]
+    assert len(loud) >= 3, outputs["--verbose"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
 import tarfile
+import time
 
 import data_fixtures
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from data_fixtures import (CIFAR_CLASSES, cifar_batch, py2_pickle, save_image, tar_folder,
                            to_cifar_rows, write_cifar_batches, write_tree)
 
-from fastnn.data import DataError, load_dataset, load_raw
+from fastnn.data import DataError, limits, load_dataset, load_raw
 from fastnn.data.cifar import unpickle_batch
 
 isolated = data_fixtures.isolated  # fixtures, shared by the data tests
@@ -163,7 +165,7 @@ def test_plain_tar_of_tree(isolated):
     (lambda r: save_image(r / "test" / "dog" / "9.png", mode="RGBA"),
      "test/dog/9.png: image mode is RGBA, expected RGB"),
     (lambda r: (r / "train" / "cat" / "9.jpg").write_bytes(b"not a jpeg"),
-     "train/cat/9.jpg: cannot decode image"),
+     r"train/cat/9.jpg: not an image file Pillow can read \(expected PNG or JPEG\)$"),
     (lambda r: (r / "train" / "cat" / "notes.txt").write_text("hi"),
      r"train/cat/notes.txt: not an image file \(expected .png, .jpg, .jpeg\)"),
     (lambda r: (r / "train" / "stray.png").write_bytes(b""), "train/stray.png: unexpected file"),
@@ -207,3 +209,68 @@ def test_corrupt_archive_and_member_outside_top_folder(isolated):
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(DataError, match="other/test/cat/0.png: outside the archive's top-level"):
         load_raw("cifar10", data_dir=isolated.work / "two.tar", cache=False)
+
+
+def _tar_with_declared_member(path, name: str, size: int, gz: bool) -> None:
+    """A tar whose member `name` declares `size` bytes; only its header and a few bytes exist."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    data = info.tobuf(format=tarfile.GNU_FORMAT) + bytes(4096)
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("name, cap", [
+    ("cifar-10-batches-py/data_batch_1", limits.MAX_BATCH_BYTES),
+    ("train/cat/0.png", limits.MAX_BATCH_BYTES),  # the first member decides the kind: same cap
+])
+def test_archive_members_are_refused_from_their_declared_size(isolated, gz, name, cap):
+    """A member that declares 6 GiB is refused from its header, before anything is decompressed."""
+    archive = isolated.work / ("bomb.tar.gz" if gz else "bomb.tar")
+    _tar_with_declared_member(archive, name, 6 << 30, gz)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=f"{archive}:{name}: the archive member declares "
+                                        f"{6 << 30} bytes, more than the {cap}"):
+        load_raw("cifar10", data_dir=archive, cache=False)
+    assert time.perf_counter() - start < 2
+    assert data_fixtures.files_under(isolated.cache) == []
+
+
+def test_an_image_tree_archive_member_is_capped_at_the_image_size(isolated):
+    root = isolated.work / "tree"
+    write_tree(root, train_per_class=1)
+    big = root / "train" / "cat" / "huge.png"
+    big.write_bytes(bytes(limits.MAX_IMAGE_FILE_BYTES + 1))
+    with pytest.raises(DataError, match=r"huge.png: an image file declares 1048577 bytes"):
+        load_raw("cifar10", data_dir=root, cache=False)
+    with pytest.raises(DataError, match=r"huge.png: the archive member declares 1048577 bytes"):
+        load_raw("cifar10", data_dir=tar_folder(root, isolated.work / "t.tar.gz"), cache=False)
+
+
+def test_an_oversized_batch_file_is_refused_before_it_is_read(isolated):
+    folder = isolated.work / "cifar-10-batches-py"
+    write_cifar_batches(folder)
+    victim = folder / "data_batch_3"
+    os.truncate(victim, limits.MAX_BATCH_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(DataError, match=f"{victim}: a CIFAR-10 batch file declares"):
+        load_raw("cifar10", data_dir=folder, cache=False)
+
+
+def test_an_image_declaring_huge_dimensions_is_not_decoded(isolated):
+    """A PNG header claiming 5000x5000 pixels (a few hundred bytes on disk) is refused from the
+    header, without a Pillow DecompressionBombWarning and without decoding."""
+    import struct
+    import warnings
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    from fastnn.data.images import decode_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="x.png: image declares 5000x5000 pixels, more than"):
+            decode_image(png, "x.png", (32, 32, 3))

@@ -60,8 +60,42 @@ def test_idx_errors_name_file_and_problem(tmp_path, data, problem):
 
 def test_truncated_gzip_is_a_data_error(tmp_path):
     path = tmp_path / "x.gz"
-    path.write_bytes(gzip.compress(GOOD * 100)[:-10])
+    big = encode_idx(np.random.default_rng(0).integers(0, 255, (50, 28, 28), dtype=np.uint8))
+    path.write_bytes(gzip.compress(big)[:-10])
     with pytest.raises(DataError, match=f"{path}: corrupt or truncated gzip stream"):
+        read_idx(path)
+
+
+def test_a_gzip_bomb_stops_as_soon_as_it_exceeds_its_header(tmp_path):
+    """A 60000x28x28 header followed by 256 MiB of zeros (about 1 MB gzipped) fails after reading
+    one chunk past the declared 47 MB, in well under 2 s and 500 MB."""
+    import time
+    import tracemalloc
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (60000, 28, 28))
+    zeros = bytes(1 << 24)
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(header)
+        for _ in range(16):
+            fh.write(zeros)
+    assert path.stat().st_size < 10e6
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(DataError, match=f"{path}: IDX file has trailing bytes: its header "
+                                            f"declares 47040016 bytes"):
+            read_idx(path)
+        seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 2 and peak < 500e6, (seconds, peak)
+
+
+def test_a_header_declaring_more_than_the_cap_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge-idx"
+    path.write_bytes(bytes([0, 0, 0x0E, 2]) + (1 << 20).to_bytes(4, "big") + (1 << 20).to_bytes(4, "big"))
+    with pytest.raises(DataError, match="the IDX header declares 8796093022220 bytes, more than"):
         read_idx(path)
 
 

@@ -1,17 +1,18 @@
 """The real datasets, as installed on developer machines and in CI.
 
-They fail (not skip) when the data is missing, saying how to install it; set
-FASTNN_SKIP_REAL_DATA=1 to skip them instead. Loads go through the decoded cache.
+A dataset that is not installed skips its tests with a one-line reason saying how to install it
+(a failure under FASTNN_REQUIRE_OPTIONAL=1, as in CI; see tests/optional.py). Loads go through
+the decoded cache.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from optional import missing
 
 from fastnn.cli.main import main
 from fastnn.data import get_spec, load_dataset, load_raw, locate
@@ -21,20 +22,16 @@ from fastnn.data.sources import official_files
 pytestmark = pytest.mark.slow
 
 INSTALL = {
-    "fashion-mnist": "run `apt-get install -y dataset-fashion-mnist`",
-    "cifar10": "run `fastnn data import cifar10 ../shared/data/cifar10-jpeg.tar.gz` from the repo root",
+    "fashion-mnist": "`fastnn data fetch fashion-mnist` (or Debian's dataset-fashion-mnist)",
+    "cifar10": "`fastnn data fetch cifar10` or `fastnn data import cifar10 PATH`",
 }
 
 
 def require(name: str):
-    """The Location of real dataset `name`; fails (or skips, with FASTNN_SKIP_REAL_DATA=1)."""
+    """The Location of real dataset `name`; skips (fails under FASTNN_REQUIRE_OPTIONAL=1)."""
     location = locate(get_spec(name))
     if location is None:
-        message = (f"{name} is not installed: {INSTALL[name]}, or set "
-                   f"FASTNN_SKIP_REAL_DATA=1 to skip the real-data tests")
-        if os.environ.get("FASTNN_SKIP_REAL_DATA") == "1":
-            pytest.skip(message)
-        pytest.fail(message, pytrace=False)
+        missing(f"{name} is not installed: {INSTALL[name]}")
     return location
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn import metrics as sklearn_metrics  # the oracle (in the dev extra)
 
 from fastnn.metrics import (
     accuracy,
@@ -58,7 +59,36 @@ def test_text_formats_are_aligned():
     assert "precision" in lines[0] and "weighted avg" in lines[-1]
     assert {len(line) for line in lines if line.strip() and "accuracy" not in line} == {len(lines[0])}
     cm_text = format_confusion_matrix(confusion_matrix(Y_TRUE, Y_PRED), ["a", "b", "c"])
-    assert cm_text.splitlines()[3].split() == ["c", "1", "1", "3"]
+    assert cm_text.splitlines()[3].split() == ["c", "2", "1", "1", "3"]
+    assert len({len(line) for line in cm_text.splitlines()}) == 1
+
+
+def test_confusion_matrix_text_keeps_full_class_names():
+    names = ["T-shirt/top", "Trouser", "Ankle boot"]
+    text = format_confusion_matrix(np.diag([1000, 2, 3]), names)
+    for name in names:
+        assert name in text
+    assert "Ankle bo " not in text
+
+
+@pytest.mark.parametrize("y_true, y_pred", [
+    ([0, 0, 2, 2, 2], [0, 2, 2, 2, 0]),      # the case of issue #13: class 1 occurs nowhere
+    ([3, 3, 7], [3, 5, 7]),                  # a label only predicted
+    ([1, 1, 1], [1, 1, 1]),
+])
+def test_report_label_set_without_class_names_is_scikit_learns(y_true, y_pred):
+    """Without class_names/n_classes the classes are the labels present, as in scikit-learn."""
+    ours = classification_report(np.array(y_true), np.array(y_pred))
+    theirs = sklearn_metrics.classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    assert set(ours) == set(theirs)
+    for key, row in theirs.items():
+        if key == "accuracy":
+            assert ours[key] == pytest.approx(row)
+            continue
+        for column, value in row.items():
+            assert ours[key][column] == pytest.approx(value), (key, column)
+    if y_true == [0, 0, 2, 2, 2]:
+        assert ours["macro avg"]["f1-score"] == pytest.approx(0.5833333)
 
 
 @pytest.mark.parametrize("y_true,y_pred,error,message", [

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from fastnn.kernels import activations as kernel_activations
 from fastnn.kernels import dense
+from optional import require_torch
 from threadpoolctl import ThreadpoolController
 
 from fastnn.activations import ACTIVATIONS
@@ -104,6 +105,7 @@ def test_threading_layer_is_openmp_and_environment_restored():
 def test_openmp_loaded_by_another_library_first_means_workqueue():
     """PyTorch loads its own libgomp, whose wait policy is fixed by then: Numba's OpenMP workers
     would spin against it, so the backend picks the workqueue layer."""
+    require_torch()
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
     result = subprocess.run([sys.executable, "-c", "import torch\n" + LAYER_PROBE], check=False,
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

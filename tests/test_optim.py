@@ -227,7 +227,7 @@ def test_step_does_not_modify_the_gradient(backend):
     np.testing.assert_array_equal(model.grad_arena, [1.0, 2.0])
 
 
-@pytest.mark.parametrize("name", ["sgd", "nesterov", "rmsprop", "adam", "nadam"])
+@pytest.mark.parametrize("name", ["sgd", "nesterov", "rmsprop", "adam", "adamw", "nadam"])
 def test_state_dict_round_trip_resumes_identically(name):
     grads = np.random.default_rng(1).normal(size=(6, 2))
     a = tiny_model("numpy")

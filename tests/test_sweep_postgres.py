@@ -2,8 +2,10 @@
 SIGKILL in the middle of a trial, and the study still completes with every trial accounted for.
 
 The server is $FASTNN_TEST_POSTGRES_URL (CI starts one with `source .ci/postgres.sh start`).
-Without it this module starts a throwaway server on 127.0.0.1 with the same script and stops it
-at the end; under CI (CI=true) a missing URL is an error, never a skip.
+Without it this module starts a throwaway server on 127.0.0.1 with the same script, where the
+PostgreSQL server binaries are installed, and stops it at the end. Without either the test is
+skipped with a one-line reason (a failure under FASTNN_REQUIRE_OPTIONAL=1, as in CI); it never
+installs anything.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 import sqlalchemy
 import yaml
 from click.testing import CliRunner
+from optional import missing
 from optuna.trial import TrialState
 
 from fastnn.cli.main import main
@@ -31,18 +34,19 @@ from fastnn.sweeps.storage import resolve_url
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 EPOCHS = 12
+NO_SERVER_BINARIES = 3  # .ci/postgres.sh start's exit status without PostgreSQL installed
 
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory):
     url = os.environ.get("FASTNN_TEST_POSTGRES_URL")
     if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but FASTNN_TEST_POSTGRES_URL is not set: .ci/run must run "
-                        "`source .ci/postgres.sh start` before pytest.")
         env_file = tmp_path_factory.mktemp("postgres") / "postgres.env"
         started = subprocess.run(["bash", str(SCRIPT), "start", str(env_file)], capture_output=True,
                                  text=True, timeout=300)
+        if started.returncode == NO_SERVER_BINARIES:
+            missing("no PostgreSQL server: set FASTNN_TEST_POSTGRES_URL or install the postgresql "
+                    "package (the test then starts a throwaway server on 127.0.0.1)")
         assert started.returncode == 0, started.stdout + started.stderr
         try:
             exports = dict(re.findall(r"^export (\w+)='(.*)'$", env_file.read_text(), re.M))

@@ -252,9 +252,10 @@ LR = {"lr": {"min": 0.001, "max": 0.1}}
     # values RunConfig itself refuses: fixed, chosen, and the ends of a range
     (sweep_dict({"epochs": {"value": 0}}), "parameters.epochs.value: epochs must be >= 1, got 0."),
     (sweep_dict({"backend": {"value": "cuda"}}), "parameters.backend.value: backend must be one of "
-     "['numba', 'numpy'], got 'cuda'."),
-    (sweep_dict({"optimizer": {"values": ["adam", "adamw"]}}), "parameters.optimizer.values[1]: "
-     "optimizer must be one of ['sgd', 'momentum', 'nesterov', 'rmsprop', 'adam', 'nadam'], got 'adamw'."),
+     "['numpy', 'numba'], got 'cuda'."),
+    (sweep_dict({"optimizer": {"values": ["adam", "adamax"]}}), "parameters.optimizer.values[1]: "
+     "optimizer must be one of ['sgd', 'momentum', 'nesterov', 'rmsprop', 'adam', 'adamw', 'nadam'], "
+     "got 'adamax'."),
     (sweep_dict({"hidden": {"values": ["64,32", "64,x"]}}), "parameters.hidden.values[1]: hidden must "
      "be a comma-separated list of positive integers, got '64,x'."),
     (sweep_dict({"lr": {"min": -0.1, "max": 0.1}}), "parameters.lr (values from -0.1 to 0.1): lr must "

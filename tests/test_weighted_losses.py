@@ -9,11 +9,6 @@ unweighted loss, integer weights equal repeated rows, zero-weight rows change no
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -21,6 +16,7 @@ import fastnn
 from backend_grid import BACKENDS, RTOL
 from fastnn.backends import get_backend
 from fastnn.splits import stratified_split
+from torch_oracle import run_torch
 
 TORCH_ORACLE = r"""
 import sys
@@ -59,11 +55,7 @@ def torch_case(tmp_path_factory):
             "smoothing": np.array(SMOOTHING)}
     folder = tmp_path_factory.mktemp("torch")
     np.savez(folder / "in.npz", **case)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", TORCH_ORACLE, str(folder / "in.npz"),
-                             str(folder / "out.npz")], capture_output=True, text=True, timeout=300,
-                            env=env, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_torch(TORCH_ORACLE, folder / "in.npz", folder / "out.npz")
     return case, dict(np.load(folder / "out.npz"))
 
 

@@ -196,9 +196,11 @@ class Backend:
         self._missing("rmsprop_step")
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  bias_correction1, bias_correction2):
-        """Adam (``torch.optim.Adam``, L2-coupled weight decay).
+                  bias_correction1, bias_correction2, param_decay=1.0):
+        """Adam (``torch.optim.Adam``; L2-coupled weight decay, or decoupled as ``AdamW``).
 
+        ``p ← param_decay · p`` first (decoupled weight decay: the caller passes
+        ``param_decay = 1 - lr·λ`` and ``weight_decay = 0``; 1.0 leaves ``p`` alone);
         ``g = grad + wd·p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
         ``p -= (lr / bc1) · m / (√v / √bc2 + ε)`` with ``bc_k = 1 - β_k^t`` given by the caller.
 
@@ -207,9 +209,10 @@ class Backend:
         self._missing("adam_step")
 
     def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
-                   bias_correction2, grad_coef, avg_coef):
+                   bias_correction2, grad_coef, avg_coef, param_decay=1.0):
         """NAdam (``torch.optim.NAdam``), given the step's momentum-schedule coefficients.
 
+        ``p ← param_decay · p`` first (decoupled weight decay, as for :meth:`adam_step`);
         ``g = grad + wd·p``; ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
         ``d = √(v / bc2) + ε``; ``p -= grad_coef · g / d + avg_coef · m / d`` where the caller
         passes ``grad_coef = lr (1-μ_t) / (1-Π_{i≤t} μ_i)`` and

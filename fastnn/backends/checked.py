@@ -256,18 +256,20 @@ class CheckedBackend(Backend):
                                            float(momentum), bool(centered))
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  bias_correction1, bias_correction2):
+                  bias_correction1, bias_correction2, param_decay=1.0):
         check_flat_group(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq))
+        param_decay = check_float_range("param_decay", param_decay)
         return self.unchecked.adam_step(param, grad, exp_avg, exp_avg_sq, float(lr), float(beta1),
                                         float(beta2), float(eps), float(weight_decay),
-                                        float(bias_correction1), float(bias_correction2))
+                                        float(bias_correction1), float(bias_correction2), param_decay)
 
     def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
-                   bias_correction2, grad_coef, avg_coef):
+                   bias_correction2, grad_coef, avg_coef, param_decay=1.0):
         check_flat_group(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq))
+        param_decay = check_float_range("param_decay", param_decay)
         return self.unchecked.nadam_step(param, grad, exp_avg, exp_avg_sq, float(beta1), float(beta2),
                                          float(eps), float(weight_decay), float(bias_correction2),
-                                         float(grad_coef), float(avg_coef))
+                                         float(grad_coef), float(avg_coef), param_decay)
 
     # ---------------------------------------------------------------- regularisation
     def dropout_forward(self, Y, uniform, p, out, mask):

@@ -191,17 +191,17 @@ class NumbaBackend(NumpyBackend):
         return param
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  bias_correction1, bias_correction2):
+                  bias_correction1, bias_correction2, param_decay=1.0):
         optimizers.adam_step_kernel(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
-                                    weight_decay, bias_correction1, bias_correction2,
+                                    weight_decay, bias_correction1, bias_correction2, param_decay,
                                     self._blocks(param.size, PARALLEL_MIN_OPTIMIZER))
         return param
 
     def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
-                   bias_correction2, grad_coef, avg_coef):
+                   bias_correction2, grad_coef, avg_coef, param_decay=1.0):
         optimizers.nadam_step_kernel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps,
                                      weight_decay, bias_correction2, grad_coef, avg_coef,
-                                     self._blocks(param.size, PARALLEL_MIN_OPTIMIZER))
+                                     param_decay, self._blocks(param.size, PARALLEL_MIN_OPTIMIZER))
         return param
 
     # ---- regularisation

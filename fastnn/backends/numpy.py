@@ -173,8 +173,10 @@ class NumpyBackend(Backend):
         return param
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  bias_correction1, bias_correction2):
+                  bias_correction1, bias_correction2, param_decay=1.0):
         m, v = exp_avg, exp_avg_sq
+        if param_decay != 1.0:  # decoupled weight decay (AdamW)
+            param *= param_decay
         g = grad + weight_decay * param if weight_decay else grad
         m *= beta1
         m += (1.0 - beta1) * g
@@ -185,8 +187,10 @@ class NumpyBackend(Backend):
         return param
 
     def nadam_step(self, param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay,
-                   bias_correction2, grad_coef, avg_coef):
+                   bias_correction2, grad_coef, avg_coef, param_decay=1.0):
         m, v = exp_avg, exp_avg_sq
+        if param_decay != 1.0:  # decoupled weight decay
+            param *= param_decay
         g = grad + weight_decay * param if weight_decay else grad
         m *= beta1
         m += (1.0 - beta1) * g

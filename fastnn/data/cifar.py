@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import tarfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from fastnn.data.errors import DataError
+from fastnn.data.limits import MAX_BATCH_BYTES, checked_members, read_file, read_member
 from fastnn.data.rawdata import RawData
 from fastnn.data.registry import DatasetSpec
 
@@ -30,10 +32,20 @@ TEST_BATCH = "test_batch"
 META = "batches.meta"
 BATCH_FILES = (*TRAIN_BATCHES, TEST_BATCH, META)
 
+def _reconstruct_empty(subtype, shape, dtype):
+    """NumPy's `_reconstruct` for what `ndarray.__reduce__` writes: an empty ndarray (shape (0,))
+    that `__setstate__` then fills from bytes in the pickle. Any other shape would allocate memory
+    the file does not hold (a few mutated bytes can ask for gigabytes), so it is refused."""
+    if subtype is not np.ndarray or tuple(np.atleast_1d(shape).tolist()) != (0,):
+        raise pickle.UnpicklingError(f"refused an array reconstruction of {subtype!r} with shape "
+                                     f"{shape!r} (NumPy's pickles always use shape (0,))")
+    return _reconstruct(subtype, shape, dtype)
+
+
 # (module, name) as written in the pickle -> the object it may resolve to; nothing else resolves.
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -54,8 +66,29 @@ class BatchUnpickler(pickle.Unpickler):
                                   f"NumPy array reconstruction is allowed)") from None
 
 
+MAX_MEMO_INDEX = 1 << 20
+"""Largest memo index a batch pickle may use (the official ones use about 20,000). The C
+unpickler sizes its memo table by the largest index, so one mutated BINPUT could allocate GBs."""
+
+
+def _check_opcodes(data: bytes, source: str) -> None:
+    """Scan the pickle's opcodes (without running them) for memo indices that would make the
+    unpickler allocate far more than the file holds."""
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > MAX_MEMO_INDEX:
+                raise DataError(f"{source}: not a valid CIFAR-10 batch pickle (memo index {arg} "
+                                f"is larger than {MAX_MEMO_INDEX})")
+    except DataError:
+        raise
+    except Exception as exc:  # a corrupt pickle can raise almost anything while it is scanned
+        raise DataError(f"{source}: not a valid CIFAR-10 batch pickle "
+                        f"({type(exc).__name__}: {exc})") from exc
+
+
 def unpickle_batch(data: bytes, source: str) -> dict[str, object]:
     """Unpickle one batch file's bytes into a dict with str keys; DataError names `source`."""
+    _check_opcodes(data, source)
     try:
         obj = BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except ForbiddenGlobal as exc:
@@ -126,10 +159,7 @@ def read_batches_dir(spec: DatasetSpec, folder: Path) -> RawData:
     for name in BATCH_FILES:
         path = folder / name
         if path.is_file():
-            try:
-                files[name] = path.read_bytes()
-            except OSError as exc:
-                raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+            files[name] = read_file(path, MAX_BATCH_BYTES, "a CIFAR-10 batch file")
     return assemble_batches(spec, files, str(folder))
 
 
@@ -141,11 +171,12 @@ def is_batch_member(name: str) -> bool:
 def read_batches_tar(spec: DatasetSpec, path: Path, members: tarfile.TarFile) -> RawData:
     """CIFAR-10 from the official `cifar-10-python.tar.gz`, already opened as `members`.
 
-    Members are read in archive order from the stream; only the batch files are kept.
+    Members are read in archive order from the stream; only the batch files are kept. Every
+    member's declared size is checked against MAX_BATCH_BYTES before the stream reaches it.
     """
     files = {}
-    for member in members:
+    for member in checked_members(members, path, MAX_BATCH_BYTES):
         name = PurePosixPath(member.name).name
         if member.isfile() and name in BATCH_FILES:
-            files[name] = members.extractfile(member).read()
+            files[name] = read_member(members, member, path)
     return assemble_batches(spec, files, str(path))

@@ -28,20 +28,75 @@ IDX_DTYPES: dict[int, np.dtype] = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx_bytes(path: str | Path) -> bytes:
+MAX_IDX_BYTES = 1 << 30
+"""Largest IDX file (header + data) read: 1 GiB (Fashion-MNIST's largest is 47 MB)."""
+CHUNK = 1 << 20
+
+
+def _header_size(head: bytes) -> int | None:
+    """Bytes the header takes, from its first 4 bytes (None if fewer than 4)."""
+    return 4 + 4 * head[3] if len(head) >= 4 else None
+
+
+def declared_size(data: bytes) -> int | None:
+    """Header + data bytes that the IDX header at the start of `data` declares (None when the
+    header is incomplete or its dtype code unknown; `parse_idx` then names the problem)."""
+    header = _header_size(data)
+    if header is None or len(data) < header or data[2] not in IDX_DTYPES:
+        return None
+    dims = np.frombuffer(data, dtype=">u4", count=data[3], offset=4)
+    return header + math.prod(int(d) for d in dims) * IDX_DTYPES[data[2]].itemsize
+
+
+def _read_bounded(stream, source: Path, max_bytes: int) -> bytes:
+    """Read an IDX stream, never more than its header declares (+1 byte to notice padding).
+
+    Stops as soon as the stream is longer than the header says, or the header declares more than
+    `max_bytes`, so a small file that expands to gigabytes fails after reading about its header.
+    """
+    data = bytearray(stream.read(4))
+    header = _header_size(data)
+    if header is not None:
+        data += stream.read(header - 4)
+    limit = declared_size(bytes(data))
+    if limit is None:  # a broken header: parse_idx names it; a few bytes more do no harm
+        return bytes(data + stream.read(64))
+    if limit > max_bytes:
+        raise DataError(f"{source}: the IDX header declares {limit} bytes, more than the "
+                        f"{max_bytes} this reader accepts")
+    while len(data) <= limit:
+        chunk = stream.read(min(CHUNK, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        raise DataError(f"{source}: IDX file has trailing bytes: its header declares {limit} bytes "
+                        f"in all and the file holds more (stopped reading there)")
+    return bytes(data)
+
+
+def read_idx_bytes(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> bytes:
     """The IDX content of `path`, decompressed when the file is gzip (detected by its magic bytes,
-    not its name, since torchvision keeps raw copies without the .gz suffix)."""
+    not its name, since torchvision keeps raw copies without the .gz suffix).
+
+    Decompression is bounded by the header (see `_read_bounded`): reading stops as soon as the
+    stream exceeds what the header declares, or the header declares more than `max_bytes`.
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as raw:
+            if raw.read(2) != GZIP_MAGIC:
+                raw.seek(0)
+                return _read_bounded(raw, path, max_bytes)
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw) as stream:
+                return _read_bounded(stream, path, max_bytes)
+    except DataError:
+        raise
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    if data[:2] != GZIP_MAGIC:
-        return data
-    try:
-        return gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
 
 
 def parse_idx(data: bytes, source: str | Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fastnn.data.errors import DataError
+from fastnn.data.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, checked_members, read_file, read_member
 from fastnn.data.rawdata import RawData
 from fastnn.data.registry import DatasetSpec
 
@@ -29,11 +31,20 @@ def decode_image(data: bytes, source: str, shape: tuple[int, int, int]) -> np.nd
     """Decode one image file's bytes to uint8 (H, W, C); its size and mode must already match."""
     h, w, c = shape
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            size, mode = image.size, image.mode
-            fits = size == (w, h) and mode == MODES[c]
-            pixels = np.asarray(image, dtype=np.uint8) if fits else None
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                size, mode = image.size, image.mode
+                if size[0] * size[1] > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{source}: image declares {size[0]}x{size[1]} pixels, more "
+                                    f"than the {MAX_IMAGE_PIXELS} fastnn decodes")
+                fits = size == (w, h) and mode == MODES[c]
+                pixels = np.asarray(image, dtype=np.uint8) if fits else None
+    except UnidentifiedImageError:
+        raise DataError(f"{source}: not an image file Pillow can read (expected PNG or "
+                        f"JPEG)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
         raise DataError(f"{source}: cannot decode image ({exc})") from exc
     if size != (w, h):
         raise DataError(f"{source}: image is {size[0]}x{size[1]}, expected {w}x{h}")
@@ -85,7 +96,8 @@ def _walk_tree(folder: Path) -> Iterator[tuple[tuple[str, ...], str, bytes]]:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             parts = path.relative_to(folder).parts
-            yield parts, str(path), (b"" if parts[-1].startswith(".") else path.read_bytes())
+            hidden = parts[-1].startswith(".")
+            yield parts, str(path), (b"" if hidden else read_file(path, MAX_IMAGE_FILE_BYTES, "an image file"))
 
 
 def read_tree_dir(spec: DatasetSpec, folder: Path) -> RawData:
@@ -98,7 +110,7 @@ def read_tree_dir(spec: DatasetSpec, folder: Path) -> RawData:
 
 def _tree_members(members: tarfile.TarFile, path: Path) -> Iterator[tuple[tuple[str, ...], str, bytes]]:
     prefix: tuple[str, ...] | None = None
-    for member in members:
+    for member in checked_members(members, path, MAX_IMAGE_FILE_BYTES):
         if not member.isfile():
             continue
         parts = PurePosixPath(member.name).parts
@@ -110,7 +122,7 @@ def _tree_members(members: tarfile.TarFile, path: Path) -> Iterator[tuple[tuple[
                             f"{prefix[0]}/")
         parts = parts[len(prefix):]
         hidden = any(p.startswith(".") for p in parts)
-        yield parts, f"{path}:{member.name}", (b"" if hidden else members.extractfile(member).read())
+        yield parts, f"{path}:{member.name}", (b"" if hidden else read_member(members, member, path))
 
 
 def read_tree_tar(spec: DatasetSpec, path: Path, members: tarfile.TarFile) -> RawData:

@@ -24,6 +24,7 @@ from pathlib import Path
 from fastnn.data import cifar, images
 from fastnn.data.cache import META_FILE, STORE_FILES, cache_root, read_meta, read_store
 from fastnn.data.errors import DataError
+from fastnn.data.limits import MAX_BATCH_BYTES, checked_members
 from fastnn.data.fashion_mnist import find_idx_files, idx_name, read_fashion_mnist
 from fastnn.data.rawdata import RawData, check_raw
 from fastnn.data.registry import DatasetSpec, RemoteFile, get_spec
@@ -124,11 +125,17 @@ def offline_options(spec: DatasetSpec) -> str:
 
 
 def is_tar(path: Path) -> bool:
-    """Whether `path` is a (possibly compressed) tar archive."""
+    """Whether `path` is a (possibly compressed) tar archive.
+
+    A compressed stream that breaks while its first header is read counts as one, so that
+    `read_tar` reports it as a corrupt archive rather than as a file that holds no dataset.
+    """
     try:
         return tarfile.is_tarfile(path)
-    except OSError:
-        return False
+    except (EOFError, zlib.error, tarfile.TarError):
+        return True
+    except OSError as exc:  # gzip.BadGzipFile is an OSError; an unreadable file is not a tar
+        return "gzip" in type(exc).__name__.lower() or "compressed" in str(exc).lower()
 
 
 def read_tar(spec: DatasetSpec, path: Path) -> RawData:
@@ -139,7 +146,7 @@ def read_tar(spec: DatasetSpec, path: Path) -> RawData:
     """
     try:
         with tarfile.open(path, "r:*") as members:
-            first = next((m for m in members if m.isfile()), None)
+            first = next((m for m in checked_members(members, path, MAX_BATCH_BYTES) if m.isfile()), None)
             if first is None:
                 raise DataError(f"{path}: the archive holds no files")
             if cifar.is_batch_member(first.name):
