@@ -26,8 +26,8 @@ scikit-learn name          fastnn meaning
                            validation score) has not improved by ``tol`` for that many epochs
 =========================  ================================================================
 
-fastnn's own parameters: ``optimizer`` (sgd, momentum, nesterov, rmsprop, adam, nadam), ``dropout``,
-``label_smoothing`` (classifier), ``schedule`` (constant, step, cosine), ``init``, ``backend``
+fastnn's own parameters: ``optimizer`` (``fastnn.optim``'s names), ``dropout``, ``label_smoothing``
+(classifier), ``schedule`` (``fastnn.schedules``' names, with their defaults), ``init``, ``backend``
 (numba or numpy), ``dtype`` (``None``: float32 inputs train in float32, all others in float64, as
 scikit-learn keeps the input dtype), ``threads`` (numba backend).
 
@@ -60,7 +60,7 @@ from fastnn.activations import ACTIVATIONS
 from fastnn.init import INITIALIZERS
 from fastnn.model import FFNN
 from fastnn.optim import OPTIMIZERS, get_optimizer
-from fastnn.schedules import SCHEDULES, LRSchedule
+from fastnn.schedules import SCHEDULES, build_scheduler
 from fastnn.training import Callback
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -203,7 +203,7 @@ class _BaseMLP(BaseEstimator):
     def _build_optimizer(self, net: FFNN):
         name = self.optimizer
         kwargs: dict = {"lr": self.learning_rate_init}
-        if name in ("adam", "nadam"):
+        if name in ("adam", "adamw", "nadam"):
             kwargs.update(betas=(self.beta_1, self.beta_2), eps=self.epsilon)
         elif name in ("momentum", "nesterov"):
             kwargs["momentum"] = self.momentum
@@ -271,11 +271,14 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(f"batch_size={self.batch_size} is larger than the {X.shape[0]} training "
                           f"samples; it is clipped to {X.shape[0]}.", stacklevel=3)
         callbacks: list[Callback] = []
-        if self.schedule != "constant":
-            callbacks.append(LRSchedule(self.schedule))
+        batch_size = self._batch_size(X.shape[0])
+        schedule = build_scheduler(self.schedule, self._optimizer, epochs=epochs,
+                                   steps_per_epoch=-(-X.shape[0] // batch_size), monitor="loss")
+        if schedule is not None:
+            callbacks.append(schedule)
         callbacks.append(_StoppingRule(self, X_val, T_val, score=self._validation_score))
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
-        self.net_.fit(X, T, epochs=epochs, batch_size=self._batch_size(X.shape[0]), optimizer=self._optimizer,
+        self.net_.fit(X, T, epochs=epochs, batch_size=batch_size, optimizer=self._optimizer,
                       shuffle=self.shuffle, callbacks=callbacks, **extra)
         if self.early_stopping and self._best_params is not None:
             self.net_.copy_params_from(self._best_params)
