@@ -26,6 +26,8 @@ COMMANDS = {
     "sweep": "fastnn.cli.sweep:sweep",
     "sweep-summary": "fastnn.cli.sweep:sweep_summary",
     "lr-find": "fastnn.cli.lr_find:lr_find",
+    "predict": "fastnn.cli.predict:predict",
+    "export": "fastnn.cli.export:export",
 }
 """Command name -> "module:attribute" of its click command (add new commands here)."""
 

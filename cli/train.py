@@ -92,7 +92,19 @@ def _train_command():
         config = resolve_config(ctx, config_file, values)
         if no_wandb:
             config = config.replace(wandb_mode="disabled")
-        result = run_training(config, progress=not quiet, verbose=verbose)
+        dataset = None
+        from fastnn.data.own import is_own_dataset
+
+        if is_own_dataset(config.dataset):  # read the file first, to say what task it is
+            from fastnn.runner import load_run_dataset
+
+            dataset = load_run_dataset(config)
+            how = "given by --task" if config.task else f"inferred: {dataset.task_reason}; --task overrides"
+            what = (f"{len(dataset.feature_names)} features, target {dataset.target!r}" if dataset.feature_names
+                    else f"{'x'.join(map(str, dataset.image_shape))} images, {len(dataset.class_names)} classes")
+            click.echo(f"{dataset.name}: {dataset.X_train.shape[0]} training rows, {what}; task "
+                       f"{dataset.task} ({how})")
+        result = run_training(config, progress=not quiet, verbose=verbose, dataset=dataset)
         out = result.out_dir
         if result.tracking:
             click.echo(result.tracking, err=True)
@@ -100,6 +112,12 @@ def _train_command():
             click.echo(f"Interrupted after {len(result.history)} epoch(s); checkpoint saved to "
                        f"{result.checkpoint}", err=True)
             sys.exit(130)
+        if "r2" in result.test:  # regression
+            click.echo(f"test MAE {result.test['mae']:.4g}  RMSE {result.test['rmse']:.4g}  R² "
+                       f"{result.test['r2']:.4f}  ({result.train_seconds:.1f} s training)")
+            click.echo(f"outputs in {out}/: model.npz config.yaml metrics.jsonl results.json "
+                       f"learning_curves.png")
+            return
         click.echo(f"test accuracy {result.test['accuracy']:.4f}  test loss {result.test['loss']:.4f}  "
                    f"({result.train_seconds:.1f} s training)")
         click.echo(f"outputs in {out}/: model.npz config.yaml metrics.jsonl results.json "

@@ -57,7 +57,13 @@ class RunConfig:
     """
 
     # data
-    dataset: str = _opt("fashion-mnist", "Dataset: fashion-mnist or cifar10.", "dataset", "data")
+    dataset: str = _opt("fashion-mnist", "Dataset: fashion-mnist, cifar10, or your own .csv, .parquet or "
+                        ".npz file, or image folder (train/<class>/<image>).", "dataset", "data")
+    target: str | None = _opt(None, "Target (label) column of a .csv or .parquet dataset.", "str", "data",
+                              optional=True)
+    task: str | None = _opt(None, "classification or regression (default: inferred from the target, "
+                            "for file datasets).", "choice", "data", optional=True,
+                            choices=("classification", "regression"))
     data_dir: str | None = _opt(None, "Folder or archive holding the dataset (else the usual places).",
                                 "str", "data", optional=True)
     limit: int | None = _opt(None, "Train on a stratified subset of this many training samples.",
@@ -299,6 +305,10 @@ def parse_value(f: dataclasses.Field, value: object, source: str = "config"):
         raise _fail(source, f.name, "true or false", value)
     if kind == "dataset":
         from fastnn.data import DATASETS, DataError, get_spec
+        from fastnn.data.own import is_own_dataset
+
+        if is_own_dataset(value):
+            return str(value)
 
         try:
             return get_spec(str(value)).name

@@ -1,4 +1,5 @@
-"""Classification metrics with scikit-learn's definitions (a zero division gives 0)."""
+"""Classification metrics (a zero division gives 0) and regression metrics (MAE, RMSE, R²), with
+scikit-learn's definitions."""
 
 from __future__ import annotations
 
@@ -146,3 +147,52 @@ def count_correct(scores: np.ndarray, y_true: np.ndarray, sample_weight: np.ndar
     if sample_weight is None:
         return int(np.count_nonzero(hits))
     return float(np.sum(sample_weight[hits], dtype=np.float64))
+
+
+# ---------------------------------------------------------------------- regression
+def _targets_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    t = t.reshape(t.shape[0], -1) if t.ndim == 1 else t
+    p = p.reshape(p.shape[0], -1) if p.ndim == 1 else p
+    if t.size == 0:
+        raise ValueError("y_true and y_pred are empty.")
+    if t.ndim != 2 or t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape (n_samples,) or (n_samples, "
+                         f"n_targets), got {np.shape(y_true)} and {np.shape(y_pred)}.")
+    return t, p
+
+
+def mean_absolute_error(y_true, y_pred) -> float:
+    """mean |y - ŷ| over samples, averaged uniformly over targets (scikit-learn's definition)."""
+    t, p = _targets_pair(y_true, y_pred)
+    return float(np.mean(np.mean(np.abs(t - p), axis=0)))
+
+
+def root_mean_squared_error(y_true, y_pred) -> float:
+    """sqrt(mean (y - ŷ)²) per target, averaged uniformly over targets (scikit-learn's
+    ``root_mean_squared_error``)."""
+    t, p = _targets_pair(y_true, y_pred)
+    return float(np.mean(np.sqrt(np.mean((t - p) ** 2, axis=0))))
+
+
+def r2_score(y_true, y_pred) -> float:
+    """R² = 1 - Σ(y - ŷ)² / Σ(y - ȳ)² per target, averaged uniformly over targets.
+
+    As in scikit-learn (``force_finite=True``): a constant target scores 1.0 when predicted
+    exactly and 0.0 otherwise.
+    """
+    t, p = _targets_pair(y_true, y_pred)
+    residual = np.sum((t - p) ** 2, axis=0)
+    total = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+    scores = np.ones(t.shape[1])
+    varying = total != 0
+    scores[varying] = 1.0 - residual[varying] / total[varying]
+    scores[~varying & (residual != 0)] = 0.0
+    return float(np.mean(scores))
+
+
+def regression_metrics(y_true, y_pred) -> dict[str, float]:
+    """``{"mae", "rmse", "r2"}`` of predictions ``y_pred`` for targets ``y_true``."""
+    return {"mae": mean_absolute_error(y_true, y_pred), "rmse": root_mean_squared_error(y_true, y_pred),
+            "r2": r2_score(y_true, y_pred)}

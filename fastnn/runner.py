@@ -28,8 +28,9 @@ from fastnn.augment import Augmentation
 from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar, read_metrics
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
+from fastnn.data.own import is_own_dataset
 from fastnn.fileio import atomic_write_text
-from fastnn.metrics import classification_report, confusion_matrix
+from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
 from fastnn.schedules import build_scheduler
@@ -70,7 +71,7 @@ def record_failure(out: Path, exc: BaseException) -> dict:
 
 def default_out_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("runs") / f"{config.dataset}-{stamp}"
+    return Path("runs") / f"{Path(config.dataset).stem if is_own_dataset(config.dataset) else config.dataset}-{stamp}"
 
 
 def build_model(config: RunConfig, n_inputs: int, n_classes: int) -> FFNN:
@@ -96,14 +97,32 @@ def build_optimizer(config: RunConfig, model: FFNN):
         raise ConfigError(str(exc)) from None
 
 
-def check_config(config: RunConfig) -> tuple[FFNN, object]:
+def check_config(config: RunConfig, dataset=None) -> tuple[FFNN, object]:
     """Build model and optimizer from ``config`` without loading data: every setting is checked
-    before anything slow runs. Returns (model, optimizer)."""
+    before anything slow runs. Returns (model, optimizer). A file dataset must be given loaded
+    (its shape comes from the file); a regression dataset gets the MSE (identity) head."""
     from fastnn.data import get_spec
 
-    spec = get_spec(config.dataset)
-    model = build_model(config, math.prod(spec.image_shape), spec.n_classes)
+    if dataset is None and is_own_dataset(config.dataset):  # a file: its shape comes from reading it
+        dataset = load_run_dataset(config)
+    if dataset is not None and dataset.task == "regression":
+        config = config.replace(loss="mse")
+        model = build_model(config, dataset.X_train.shape[1], dataset.y_train.shape[1])
+    elif dataset is not None:
+        model = build_model(config, dataset.X_train.shape[1], len(dataset.class_names))
+    else:
+        spec = get_spec(config.dataset)
+        model = build_model(config, math.prod(spec.image_shape), spec.n_classes)
     return model, build_optimizer(config, model)
+
+
+def load_run_dataset(config: RunConfig):
+    """The :class:`fastnn.data.Dataset` a config trains on (built-in name or table file)."""
+    from fastnn.data import load_dataset
+
+    return load_dataset(config.dataset, data_dir=config.data_dir, validation_split=config.validation_split,
+                        limit=config.limit, seed=config.seed, normalize=config.normalize, dtype=config.dtype,
+                        target=config.target, task=config.task)
 
 
 def check_data(config: RunConfig, ds) -> None:
@@ -147,14 +166,16 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     A KeyboardInterrupt stops training cleanly: the checkpoint is written and the result has
     ``interrupted=True``. Other errors propagate after W&B is told the run failed.
     """
-    from fastnn.data import load_dataset
-
     # everything that can fail before training (settings, rules between them, the model's memory,
     # the data) happens before the output folder exists, so a bad run leaves nothing behind
-    model, optimizer = check_config(config)
-    ds = dataset or load_dataset(config.dataset, data_dir=config.data_dir,
-                                 validation_split=config.validation_split, limit=config.limit,
-                                 seed=config.seed, normalize=config.normalize, dtype=config.dtype)
+    if dataset is None and is_own_dataset(config.dataset):  # its shape comes from the file
+        dataset = load_run_dataset(config)
+    if dataset is not None and is_own_dataset(config.dataset):  # record the (inferred) task
+        config = config.replace(task=dataset.task, dataset=str(Path(config.dataset).resolve()),
+                                **({"loss": "mse"} if dataset.task == "regression" else {}))
+    model, optimizer = check_config(config, dataset)
+    ds = dataset or load_run_dataset(config)
+    regression = ds.task == "regression"
     check_data(config, ds)
     schedule = build_schedule(config, optimizer, ds.X_train.shape[0], has_validation=bool(ds.X_val.shape[0]))
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
@@ -171,6 +192,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     if config.early_stopping:
         all_callbacks.append(EarlyStopping("val_loss", patience=config.early_stopping))
     tracker = _make_tracker(config, ds.class_names, out, verbose) if tracking else None
+    if regression and ds.X_val.shape[0]:  # before the tracker and metrics log read the epoch's logs
+        all_callbacks.insert(0, RegressionMetrics(ds.X_val, ds.y_val))
     if tracker is not None:
         all_callbacks.append(tracker)
     all_callbacks.extend(callbacks)
@@ -197,7 +220,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     metadata = {"dataset": ds.name, "class_names": list(ds.class_names), "normalize": ds.normalize,
                 "mean": np.asarray(ds.mean).tolist(), "std": np.asarray(ds.std).tolist(),
                 "image_shape": list(ds.image_shape), "config": config.to_dict(),
-                "epochs_completed": len(trainer.history), "interrupted": interrupted}
+                "epochs_completed": len(trainer.history), "interrupted": interrupted,
+                "task": ds.task, "target": ds.target, "feature_names": list(ds.feature_names)}
     checkpoint = save(model, out / "model.npz", optimizer=optimizer, metadata=metadata)
     result = RunResult(out, config, trainer.history.epochs, checkpoint=checkpoint,
                        interrupted=interrupted, train_seconds=train_seconds,
@@ -207,6 +231,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
             tracker.finish(exit_code=1)
         return result
 
+    if regression:
+        return _finish_regression(result, model, ds, trainer, tracker, checkpoint, train_seconds)
     evaluation = evaluate_model(model, ds.X_test, ds.y_test, ds.class_names)
     y_pred = evaluation.pop("y_pred")
     result.test = {"loss": evaluation["loss"], "accuracy": evaluation["accuracy"]}
@@ -238,6 +264,46 @@ def evaluate_model(model: FFNN, X: np.ndarray, y: np.ndarray, class_names) -> di
             "y_pred": y_pred}
 
 
+def evaluate_regression(model: FFNN, X: np.ndarray, y: np.ndarray, target_names) -> dict:
+    """Loss (MSE), MAE, RMSE and R² (scikit-learn's definitions) of ``model`` on ``(X, y)``.
+
+    y : (N, k) real targets. JSON-ready except ``"y_pred"`` (N, k), which callers pop.
+    """
+    y_pred = model.predict_proba(X)
+    scores = regression_metrics(y, y_pred)
+    return {"loss": model.evaluate(X, y)["loss"], **scores, "n_samples": int(y.shape[0]),
+            "target_names": list(target_names), "y_pred": y_pred}
+
+
+class RegressionMetrics(Callback):
+    """Adds ``val_mae``, ``val_rmse`` and ``val_r2`` to each epoch's logs (regression runs)."""
+
+    def __init__(self, X_val: np.ndarray, y_val: np.ndarray):
+        self.X_val, self.y_val = X_val, y_val
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        scores = regression_metrics(self.y_val, trainer.model.predict_proba(self.X_val))
+        logs.update({f"val_{k}": v for k, v in scores.items()})
+
+
+def _finish_regression(result: RunResult, model, ds, trainer, tracker, checkpoint, train_seconds) -> RunResult:
+    """results.json, plots and W&B summary of a regression run: MAE, RMSE, R² instead of accuracy."""
+    from fastnn.plots import plot_learning_curves
+
+    evaluation = evaluate_regression(model, ds.X_test, ds.y_test, ds.class_names)
+    evaluation.pop("y_pred")
+    result.test = {k: evaluation[k] for k in ("loss", "mae", "rmse", "r2")}
+    plots = {"learning_curves": plot_learning_curves(trainer.history.epochs,
+                                                     result.out_dir / "learning_curves.png")}
+    summary = {**{f"test_{k}": v for k, v in result.test.items()}, "train_seconds": train_seconds,
+               "epochs_completed": len(trainer.history), "task": "regression"}
+    atomic_write_text(result.out_dir / "results.json", json.dumps({**summary, **evaluation}, indent=2))
+    if tracker is not None:
+        tracker.log_regression(summary=summary, plot_paths=plots, checkpoint_path=checkpoint)
+        tracker.finish()
+    return result
+
+
 def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str = "numpy") -> dict:
     """Evaluate a checkpoint written by :func:`run_training` on its dataset's ``split``.
 
@@ -256,6 +322,14 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str =
     if missing:
         raise CheckpointError(f"{path}: no {', '.join(missing)} in its metadata; it was not "
                               f"written by `fastnn train`, so the dataset to evaluate on is unknown.")
+    if meta.get("task") is not None and "config" in meta:  # your own data: the same seeded splits again
+        ds = load_run_dataset(RunConfig.from_dict(meta["config"], source=f"{path} metadata"))
+        X, y = (ds.X_test, ds.y_test) if split == "test" else (ds.X_train, ds.y_train)
+        X = np.ascontiguousarray(X, dtype=ckpt.model.dtype)
+        evaluate = evaluate_regression if meta["task"] == "regression" else evaluate_model
+        result = evaluate(ckpt.model, X, y, meta["class_names"])
+        result.pop("y_pred")
+        return {"dataset": meta["dataset"], "split": split, "task": meta["task"], **result}
     X_train, y_train, X_test, y_test = load_raw(meta["dataset"], data_dir=data_dir)
     X_raw, y = (X_test, y_test) if split == "test" else (X_train, y_train)
     X = apply_normalization(X_raw, meta["mean"], meta["std"], dtype=ckpt.model.dtype)

@@ -383,6 +383,28 @@ class WandbCallback(Callback):
         if summary:
             self.run.summary.update(dict(summary))
 
+    def log_regression(self, *, summary: Mapping, plot_paths: Mapping[str, Path] | None = None,
+                       checkpoint_path: Path | None = None) -> None:
+        """Log the test results of a finished regression run: ``summary`` (``test_mae``,
+        ``test_rmse``, ``test_r2``, …) into the run summary and as ``test/<metric>``, the plots,
+        and the checkpoint artifact (see :meth:`log_final`)."""
+        if self.active:
+            self._guarded("logging the final results", self._log_regression, summary, plot_paths,
+                          checkpoint_path)
+
+    def _log_regression(self, summary, plot_paths, checkpoint_path):
+        wandb = self._wandb
+        media = {f"test/{k[5:]}": float(v) for k, v in summary.items()
+                 if k.startswith("test_") and isinstance(v, (int, float))}
+        for key, path in (plot_paths or {}).items():
+            media[f"plots/{key}"] = wandb.Image(str(path))
+        self.run.log(media)
+        if checkpoint_path is not None:
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=dict(summary))
+            artifact.add_file(str(checkpoint_path))
+            self.run.log_artifact(artifact)
+        self.run.summary.update(dict(summary))
+
     def summary_line(self) -> str | None:
         """One line saying where the run is and, offline, how to upload it (None without a run)."""
         if self.run is None:

@@ -100,3 +100,29 @@ def test_report_label_set_without_class_names_is_scikit_learns(y_true, y_pred):
 def test_bad_metric_input(y_true, y_pred, error, message):
     with pytest.raises(error, match=message):
         accuracy(y_true, y_pred)
+
+
+# ---------------------------------------------------------------------- regression, against sklearn
+@pytest.mark.parametrize("shape", [(50,), (50, 3)])
+def test_regression_metrics_match_sklearn(shape):
+    from sklearn import metrics as skm
+
+    from fastnn.metrics import mean_absolute_error, r2_score, regression_metrics, root_mean_squared_error
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=shape)
+    p = t + rng.normal(scale=0.5, size=shape)
+    assert mean_absolute_error(t, p) == pytest.approx(skm.mean_absolute_error(t, p), rel=1e-12)
+    assert root_mean_squared_error(t, p) == pytest.approx(skm.root_mean_squared_error(t, p), rel=1e-12)
+    assert r2_score(t, p) == pytest.approx(skm.r2_score(t, p), rel=1e-12)
+    assert regression_metrics(t, p)["r2"] == r2_score(t, p)
+
+
+def test_r2_of_a_constant_target_follows_sklearn():
+    from sklearn import metrics as skm
+
+    from fastnn.metrics import r2_score
+
+    t = np.array([[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]])
+    for p in (t.copy(), t + 0.5):
+        assert r2_score(t, p) == pytest.approx(skm.r2_score(t, p))

@@ -204,7 +204,8 @@ LR = {"lr": {"min": 0.001, "max": 0.1}}
     (sweep_dict(metric={"name": "val_loss", "goal": "minimize", "targ": 1}), "unknown key 'targ' in metric"),
     (sweep_dict(metric={"name": "val_f1", "goal": "maximize"}),
      "metric.name must be a metric training logs, one of ['val_loss', 'val_accuracy', 'loss', "
-     "'accuracy', 'test_loss', 'test_accuracy'] (or as logged to W&B: ['val/loss', "),
+     "'accuracy', 'test_loss', 'test_accuracy', 'val_mae', 'val_rmse', 'val_r2', 'test_mae', "
+     "'test_rmse', 'test_r2'] (or as logged to W&B: ['val/loss', "),
     (sweep_dict(metric={"name": "val_loss", "goal": "lowest"}), "metric.goal must be one of "
      "['minimize', 'maximize'], got 'lowest'"),
     (sweep_dict(metric={"name": "val_accuracy"}), "metric.goal must be given for val_accuracy"),
@@ -293,7 +294,8 @@ LR = {"lr": {"min": 0.001, "max": 0.1}}
      "stopped early, got 3"),
     (sweep_dict(metric={"name": "test_accuracy", "goal": "maximize"},
                 early_terminate={"type": "hyperband", "min_iter": 1}),
-     "early_terminate needs a metric logged every epoch (val_loss, val_accuracy, loss, accuracy); "
+     "early_terminate needs a metric logged every epoch (val_loss, val_accuracy, loss, accuracy, "
+     "val_mae, val_rmse, val_r2); "
      "test_accuracy is only known at the end"),
 ])
 def test_invalid_sweep_files_give_one_line_errors(raw, message):

@@ -34,6 +34,9 @@ class Dataset:
     `mean`, `std`: float64 (C,), on raw 0..255 pixel values; X = (raw - mean) / std, so
     `fastnn.data.apply_normalization(raw, ds.mean, ds.std)` re-applies the preprocessing.
     `source`: where the data was read from.
+    Tables (`fastnn.data.tabular`): `task` "classification" or "regression" (then y_* are float
+    (N, k) targets and `class_names` the target names), `target` the label column, `feature_names`,
+    `task_reason` why the task was chosen.
     """
 
     name: str
@@ -49,6 +52,10 @@ class Dataset:
     mean: np.ndarray
     std: np.ndarray
     normalize: str
+    task: str = "classification"
+    target: str | None = None
+    feature_names: tuple[str, ...] = ()
+    task_reason: str = ""
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={self.X_train.shape}, val={self.X_val.shape}, "
@@ -130,8 +137,11 @@ def _subset(y: np.ndarray, limit: int | None, pname: str, rng: np.random.Generat
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validation_split: float = 0.1,
                  limit: int | None = None, limit_test: int | None = None, seed: int = 0,
                  normalize: str = "standardize", flatten: bool = True, dtype: str = "float32",
-                 download: bool = True, cache: bool = True) -> Dataset:
-    """Load, split and normalise a dataset ("fashion-mnist" or "cifar10", or an alias).
+                 download: bool = True, cache: bool = True, target: str | None = None,
+                 task: str | None = None) -> Dataset:
+    """Load, split and normalise a dataset ("fashion-mnist" or "cifar10", or an alias), or a
+    table file (.csv, .parquet, .npz; `target` and `task` as in `fastnn.data.tabular`), or an
+    image folder (`fastnn.data.imagefolder`).
 
     Parameters
     ----------
@@ -150,6 +160,15 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, validatio
     Raises ValueError for bad parameters and DataError for missing or bad data.
     """
     _check_params(validation_split, limit, limit_test, normalize, dtype)
+    from fastnn.data.imagefolder import image_folder_dataset_fields, is_image_folder
+    from fastnn.data.tabular import is_table_path, table_dataset_fields
+
+    if is_table_path(name):
+        return Dataset(**table_dataset_fields(name, target=target, task=task, validation_split=validation_split,
+                                              limit=limit, seed=seed, normalize=normalize, dtype=dtype))
+    if is_image_folder(name):
+        return Dataset(**image_folder_dataset_fields(name, validation_split=validation_split, limit=limit,
+                                                     seed=seed, normalize=normalize, dtype=dtype))
     spec = get_spec(name)
     raw, location = load_source(spec.name, data_dir, download, cache)
     rng = np.random.default_rng(seed)

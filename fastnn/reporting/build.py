@@ -137,6 +137,25 @@ def results_table(runs: list[RunRecord]) -> Table:
     return Table(header, rows)
 
 
+def is_regression(run: RunRecord) -> bool:
+    """Whether a run trained a regression model (its results hold R², not accuracy)."""
+    return run.config.get("task") == "regression" or "test_r2" in (run.results or {})
+
+
+def regression_table(runs: list[RunRecord]) -> Table:
+    """MAE, RMSE and R² (test split; R² also on the last epoch's validation split) of regression runs."""
+    header = ["run", "epochs", "train loss", "val loss", "val R²", "test MAE", "test RMSE", "test R²",
+              "train time"]
+    rows = []
+    for run in runs:
+        results = run.results or {}
+        rows.append([run.label, str(len(run.epochs)), decimal(run.final("loss")), decimal(run.final("val_loss")),
+                     decimal(run.final("val_r2"), 4), decimal(results.get("test_mae")),
+                     decimal(results.get("test_rmse")), decimal(results.get("test_r2"), 4),
+                     DASH if run.train_seconds is None else f"{run.train_seconds:.1f} s"])
+    return Table(header, rows)
+
+
 def _difference(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
     return None if a is None or b is None else scale * (a - b)
 
@@ -235,9 +254,16 @@ def _f1_section(ranked: list[RunRecord], runs: list[RunRecord], colors, files: P
 def group_blocks(runs: list[RunRecord], files: Path, name: str, top: int, level: int) -> list[Block]:
     """Every section of the report for one group of runs."""
     colors = run_colors(len(runs))
-    ranked = _ranked(runs)
-    blocks = [*_settings_section(runs, level), Heading("Results", level), results_table(runs),
-              *_curve_section(runs, colors, files, name, level)]
+    regression = [run for run in runs if is_regression(run)]
+    classification = [run for run in runs if not is_regression(run)]
+    ranked = _ranked(classification)
+    blocks = [*_settings_section(runs, level), Heading("Results", level)]
+    if classification:
+        blocks.append(results_table(classification))
+    if regression:  # MAE, RMSE and R² instead of accuracy; no confusion matrix
+        blocks += [Paragraph("Regression runs: mean absolute error, root mean squared error and R² "
+                             "(scikit-learn's definitions)."), regression_table(regression)]
+    blocks += _curve_section(runs, colors, files, name, level)
     if ranked and top:
         blocks += _confusion_section(ranked, files, name, top, level)
     if ranked:

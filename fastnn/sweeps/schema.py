@@ -41,10 +41,12 @@ from fastnn.sweeps.space import (
 METHODS = ("bayes", "random", "grid")
 GOALS = ("minimize", "maximize")
 METRICS = {"val_loss": "val/loss", "val_accuracy": "val/accuracy", "loss": "train/loss",
-           "accuracy": "train/accuracy", "test_loss": "test_loss", "test_accuracy": "test_accuracy"}
+           "accuracy": "train/accuracy", "test_loss": "test_loss", "test_accuracy": "test_accuracy",
+           "val_mae": "val/mae", "val_rmse": "val/rmse", "val_r2": "val/r2", "test_mae": "test_mae",
+           "test_rmse": "test_rmse", "test_r2": "test_r2"}
 """Metrics a trial can be ranked by -> the key fastnn's W&B logging gives them. The sweep file may
 use either spelling; W&B's own sweeps need the logged one (e.g. ``val/loss``)."""
-EPOCH_METRICS = ("val_loss", "val_accuracy", "loss", "accuracy")
+EPOCH_METRICS = ("val_loss", "val_accuracy", "loss", "accuracy", "val_mae", "val_rmse", "val_r2")
 """Metrics logged after every epoch (metrics.jsonl); the others only at the end (results.json)."""
 TOP_LEVEL_KEYS = ("program", "name", "description", "project", "entity", "command", "method",
                   "metric", "parameters", "early_terminate", "run_cap")
