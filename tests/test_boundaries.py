@@ -242,12 +242,12 @@ class InterruptingNumpy(NumpyBackend):
         self.k, self.calls = k, 0
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  bias_correction1, bias_correction2):
+                  bias_correction1, bias_correction2, param_decay=1.0):
         self.calls += 1
         if self.calls == self.k:
             os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler right here, mid-step
         return super().adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
-                                 weight_decay, bias_correction1, bias_correction2)
+                                 weight_decay, bias_correction1, bias_correction2, param_decay)
 
 
 class Steps(Callback):
