@@ -1,7 +1,8 @@
 """The Numba backend: the reference's operations as fused, compiled kernels.
 
 :class:`NumbaBackend` subclasses :class:`~fastnn.backends.numpy.NumpyBackend` and overrides the
-operations it speeds up (all of them, at present); argument checking is the checked wrapper's
+operations it speeds up (all but the normalisation-layer operations, ``activation_*``,
+``batch_norm_*`` and ``layer_norm_*``, which it inherits from the reference); argument checking is the checked wrapper's
 (:mod:`fastnn.backends.checked`), so both backends accept and reject exactly the same inputs with
 the same messages. The kernels live in :mod:`fastnn.kernels`; the thread pools are set up by
 :mod:`fastnn.backends.threads`.
