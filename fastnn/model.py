@@ -144,6 +144,19 @@ class FFNN:
     dtype : {"float32", "float64"}
     seed : int
         Seeds initial weights and, through :meth:`fit`, batch order, on every backend alike.
+
+    Attributes
+    ----------
+    params, grads : list of ``(W, b)`` views into ``arena`` / ``grad_arena``, one per layer.
+    norm_params, norm_grads : list with one entry per *hidden* layer: a ``(gamma, beta)`` pair of
+        (H_i,) views into ``arena`` / ``grad_arena`` (after all weights and biases) for a
+        normalised layer, None for a layer without normalisation. ``grads`` and ``norm_grads``
+        are overwritten by every ``loss_and_grad``/``train_step``.
+    running_mean, running_var : (Σ H_i over batch-normalised layers,) arrays of the model dtype,
+        BatchNorm's running statistics (start at 0 and 1); model state, not parameters: no
+        gradient, no optimizer, saved in checkpoints. Updated in place by every training-mode
+        forward pass. ``running_stats`` holds one ``(mean, var)`` pair of views into them per
+        hidden layer (None where the layer is not batch-normalised).
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
