@@ -94,16 +94,33 @@ def layer_norm_forward_kernel(Z, gamma, beta, out, mean, inv_std, eps):
     overwritten.
     """
     N, H = Z.shape
+    tail = H - H % 4
     for i in range(N):
-        total = 0.0
-        for j in range(H):
-            total += Z[i, j]
-        m = total / H
-        squares = 0.0
-        for j in range(H):
-            d = Z[i, j] - m
-            squares += d * d
-        inv = 1.0 / math.sqrt(squares / H + eps)
+        # four independent partial sums: a single float64 chain is latency-bound (measured ~1.5x
+        # slower than NumPy's pairwise sum at H = 1024 on a 2-core AMD EPYC VM)
+        t0 = t1 = t2 = t3 = 0.0
+        for j in range(0, tail, 4):
+            t0 += Z[i, j]
+            t1 += Z[i, j + 1]
+            t2 += Z[i, j + 2]
+            t3 += Z[i, j + 3]
+        for j in range(tail, H):
+            t0 += Z[i, j]
+        m = ((t0 + t1) + (t2 + t3)) / H
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(0, tail, 4):
+            d0 = Z[i, j] - m
+            d1 = Z[i, j + 1] - m
+            d2 = Z[i, j + 2] - m
+            d3 = Z[i, j + 3] - m
+            s0 += d0 * d0
+            s1 += d1 * d1
+            s2 += d2 * d2
+            s3 += d3 * d3
+        for j in range(tail, H):
+            d0 = Z[i, j] - m
+            s0 += d0 * d0
+        inv = 1.0 / math.sqrt(((s0 + s1) + (s2 + s3)) / H + eps)
         mean[i] = m
         inv_std[i] = inv
         m_t, inv_t = mean[i], inv_std[i]
