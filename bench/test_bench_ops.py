@@ -8,6 +8,7 @@ model's arena. ``extra_info`` holds samples/s and, for dense ops, GFLOP/s.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import fastnn
 from fastnn.benchmarking import MODELS
@@ -72,3 +73,34 @@ def test_optimizer_step(benchmark, backend, optimizer, dtype, model):
     finish_extra_info(benchmark)
     if "median_seconds" in benchmark.extra_info:
         benchmark.extra_info["params_per_sec"] = net.n_params / benchmark.extra_info["median_seconds"]
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer"])
+@over("backend", "batch", "dtype", "model")
+def test_normalization_forward_backward(benchmark, backend, batch, dtype, model, kind):
+    """One normalisation layer's forward and backward (training mode) at the first hidden width."""
+    be = fastnn.get_backend(backend)
+    h = MODELS[model][1]
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((batch, h)).astype(dtype)
+    gamma, beta = np.ones(h, dtype), np.zeros(h, dtype)
+    out, dY = np.empty_like(Z), np.empty_like(Z)
+    grad = rng.standard_normal(Z.shape).astype(dtype)
+    dgamma, dbeta = np.empty(h, dtype), np.empty(h, dtype)
+    stats = h if kind == "batch" else batch
+    mean, inv_std = np.empty(stats, dtype), np.empty(stats, dtype)
+    running_mean, running_var = np.zeros(h, dtype), np.ones(h, dtype)
+
+    def step():
+        dY[...] = grad
+        if kind == "batch":
+            be.batch_norm_forward(Z, gamma, beta, out, mean, inv_std, running_mean, running_var, True)
+            be.batch_norm_backward(Z, gamma, mean, inv_std, dY, dgamma, dbeta, True)
+        else:
+            be.layer_norm_forward(Z, gamma, beta, out, mean, inv_std)
+            be.layer_norm_backward(Z, gamma, mean, inv_std, dY, dgamma, dbeta)
+
+    benchmark.extra_info.update(op=f"{kind}_norm_forward_backward", samples_per_call=batch)
+    benchmark(step)
+    assert np.isfinite(dY).all() and np.isfinite(out).all()
+    finish_extra_info(benchmark)

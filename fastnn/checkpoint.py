@@ -8,7 +8,10 @@ member                content
 ``format``            the string ``"fastnn-checkpoint"``
 ``format_version``    int64 scalar, :data:`FORMAT_VERSION`
 ``architecture``      JSON string: ``FFNN.config()``
-``params``            the flat parameter arena (model dtype)
+``params``            the flat parameter arena (model dtype), normalisation γ/β included
+``running_mean``      BatchNorm's running means, (Σ batch-normalised widths,) model dtype; present
+                      exactly when the architecture has batch-normalised layers
+``running_var``       BatchNorm's running variances, same shape, finite and >= 0
 ``optimizer``         JSON string: name, hyperparameters, step count, scalars (optional)
 ``optimizer.<name>``  each optimizer state buffer (optional)
 ``metadata``          JSON string of user metadata: class names, normalisation, … (optional)
@@ -84,6 +87,9 @@ def save(model, path, optimizer=None, metadata: dict | None = None) -> Path:
         "architecture": _json(model.config()),
         "params": model.arena,
     }
+    if model.running_mean.size:
+        members["running_mean"] = model.running_mean
+        members["running_var"] = model.running_var
     if optimizer is not None:
         if optimizer.model is not model:
             raise ValueError("optimizer is bound to a different model than the one being saved.")
@@ -205,8 +211,12 @@ class _Members:
             raise _fail(self.path, f"member {key!r} is not valid JSON ({exc}).") from None
 
 
-def _check_architecture(config: object, path: Path) -> tuple[dict, int]:
-    """The architecture dict and its parameter count, checked before anything is built."""
+_RUNNING_MEMBERS = ("running_mean", "running_var")
+
+
+def _check_architecture(config: object, path: Path) -> tuple[dict, int, int]:
+    """The architecture dict, its parameter count and its BatchNorm running-statistics size,
+    checked before anything is built."""
     if not isinstance(config, dict):
         raise _fail(path, f"invalid architecture: expected a JSON object, got "
                           f"{type(config).__name__}.")
@@ -220,7 +230,17 @@ def _check_architecture(config: object, path: Path) -> tuple[dict, int]:
     if dtype not in ("float32", "float64"):
         raise _fail(path, f"invalid architecture: dtype must be 'float32' or 'float64', got {dtype!r}.")
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return config, n_params
+    norms = config.get("normalization")
+    if norms is None:
+        norms = [None] * (len(sizes) - 2)
+    if (not isinstance(norms, list) or len(norms) != len(sizes) - 2
+            or not all(k in (None, "batch", "layer") for k in norms)):
+        raise _fail(path, f"invalid architecture: normalization must be a list of one entry per "
+                          f"hidden layer ({len(sizes) - 2}), each null, 'batch' or 'layer', got "
+                          f"{norms if not isinstance(norms, list) or len(norms) <= 12 else f'{len(norms)} entries'!r}.")
+    n_params += sum(2 * h for h, k in zip(sizes[1:-1], norms) if k)
+    n_running = sum(h for h, k in zip(sizes[1:-1], norms) if k == "batch")
+    return config, n_params, n_running
 
 
 def _check_finite(array: np.ndarray, what: str, path: Path) -> None:
@@ -302,11 +322,35 @@ def _check_metadata(metadata: object, sizes: list[int], path: Path) -> dict:
     return metadata
 
 
+def _read_running_stats(members: _Members, n_running: int, dtype: np.dtype,
+                        path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """BatchNorm's running mean and variance: required (shape ``(n_running,)``, finite, variance
+    >= 0) when the architecture has batch-normalised layers, refused otherwise."""
+    present = [k for k in _RUNNING_MEMBERS if k in members]
+    if not n_running:
+        if present:
+            raise _fail(path, f"member(s) {present} but the architecture has no batch-normalised "
+                              f"layer.")
+        return None
+    missing = [k for k in _RUNNING_MEMBERS if k not in members]
+    if missing:
+        raise _fail(path, f"missing member(s) {missing}: the architecture's batch-normalised "
+                          f"layers need their running statistics.")
+    mean = members.read("running_mean", (n_running,), dtype)
+    var = members.read("running_var", (n_running,), dtype)
+    _check_finite(mean, "running_mean", path)
+    _check_finite(var, "running_var", path)
+    if var.min() < 0:
+        raise _fail(path, f"running_var must be >= 0, got a minimum of {var.min()}.")
+    return mean, var
+
+
 def load_checkpoint(path, backend=None) -> Checkpoint:
     """Read and validate a checkpoint and rebuild its model (on ``backend``, default "numpy").
 
     Everything is checked before the model is built: the format and its version, the
-    architecture, every array's name, shape, dtype and finiteness against the architecture, the
+    architecture (its normalisation layers included), every array's name, shape, dtype and
+    finiteness against the architecture (BatchNorm's running statistics included), the
     optimizer's name and hyperparameters (by the optimizer's own constructor) and state, and the
     metadata (class names, image shape, normalisation). Array data is read only after its header
     matched, so a crafted file cannot make this allocate much more than its own arrays.
@@ -324,8 +368,9 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
             for key in ("format", "format_version", "architecture", "params"):
                 if key not in members:
                     raise _fail(path, f"missing member {key!r}; not a fastnn checkpoint.")
-            unknown = [k for k in members.names() if k not in (*_TEXT_MEMBERS, "format_version",
-                                                                "params") and not k.startswith("optimizer.")]
+            unknown = [k for k in members.names() if k not in (*_TEXT_MEMBERS, *_RUNNING_MEMBERS,
+                                                                "format_version", "params")
+                       and not k.startswith("optimizer.")]
             if unknown:
                 raise _fail(path, f"unknown member(s) {unknown}; not a fastnn checkpoint.")
             found = members.text("format")
@@ -339,7 +384,7 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
             if version != FORMAT_VERSION:
                 raise _fail(path, f"format version {version} is not supported by this fastnn "
                                   f"(reads version {FORMAT_VERSION}).")
-            config, n_params = _check_architecture(members.json("architecture"), path)
+            config, n_params, n_running = _check_architecture(members.json("architecture"), path)
             dtype = np.dtype(config["dtype"])
             p_shape, p_dtype = members.header("params")
             if p_shape != (n_params,) or p_dtype != dtype:
@@ -347,6 +392,7 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
                                   f"architecture needs ({n_params},) {dtype}.")
             params = members.read("params", (n_params,), dtype)
             _check_finite(params, "the params array", path)
+            running = _read_running_stats(members, n_running, dtype, path)
             optimizer_state = None
             if "optimizer" in members:
                 optimizer_state = _check_optimizer(members.json("optimizer"), members, n_params,
@@ -366,6 +412,8 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
     except (TypeError, ValueError) as exc:
         raise _fail(path, f"invalid architecture: {exc}") from None
     model.copy_params_from(params)
+    if running is not None:
+        model.copy_running_stats_from(*running)
     optimizer = None
     if optimizer_state is not None:
         try:

@@ -83,6 +83,9 @@ class RunConfig:
     init: str = _opt("he_normal", "Weight init: " + ", ".join(INITIALIZERS) + ".", "str", "model",
                      check=resolve_init)
     init_std: float = _opt(0.01, "Standard deviation of init random_normal.", "float", "model")
+    normalization: str = _opt("none", "Normalisation layer after each hidden layer's dense part "
+                              "(Linear -> Norm -> activation): none, batch or layer.", "choice",
+                              "model", choices=("none", "batch", "layer"))
     # regularisation
     l2: float = _opt(0.0, "L2 coefficient λ: adds (λ/2)·Σ‖W‖² to the loss.", "float", "regularisation")
     label_smoothing: float = _opt(0.0, "Label smoothing ε for cross-entropy.", "float", "regularisation")

@@ -17,7 +17,9 @@ Parameter arena layout
 All parameters live in one contiguous 1-d array ``model.arena``: first every layer's weights
 ``W_1 … W_L`` (each ``(fan_in, fan_out)``, row-major), then every layer's biases ``b_1 … b_L``.
 ``model.params`` holds ``(W, b)`` views into it. Putting the weights first makes the L2 penalty
-(weights only, never biases) a single call over one contiguous slice. Gradients live in
+(weights only, never biases) a single call over one contiguous slice. After the biases come the
+normalisation layers' scale and shift, ``γ_i, β_i`` (each ``(H_i,)``) for every normalised hidden
+layer in order (``model.norm_params``), so L2 never touches them either. Gradients live in
 ``model.grad_arena`` with the same layout (``model.grads``); optimizer state in further arrays of
 that layout, so an optimizer step is one kernel over one array.
 """
@@ -49,6 +51,13 @@ from fastnn.validation import (
 OUTPUTS = ("softmax", "identity")
 """Output heads: ``softmax`` (softmax + cross-entropy) or ``identity`` (linear output + MSE)."""
 
+NORMALIZATIONS = ("batch", "layer")
+"""Normalisation layers: ``batch`` (``torch.nn.BatchNorm1d``) or ``layer`` (``torch.nn.LayerNorm``)."""
+NORM_EPS = 1e-5
+"""ε of both normalisations (torch's default)."""
+BATCH_NORM_MOMENTUM = 0.1
+"""Momentum of BatchNorm's running statistics (torch's default)."""
+
 _MAX_WORKSPACES = 4
 
 
@@ -76,6 +85,10 @@ class _Workspace:
     dropped[i], masks[i], uniforms[i] : (N, H_i) for hidden layers with dropout (else None): the
     layer output after dropout (what the next layer reads in training), the scaled keep-mask, and
     the uniform draws it was made from.
+    linear[i] : (N, H_i) dense output ``Z`` of a normalised hidden layer (else None); for those
+    layers ``preacts[i]`` holds the normalised ``U = γ x̂ + β`` the activation reads.
+    norm_mean[i], norm_inv_std[i] : the statistics the last forward pass normalised with:
+    (H_i,) for batch norm, (N,) for layer norm (else None).
     """
 
     acts: list[np.ndarray]
@@ -86,6 +99,9 @@ class _Workspace:
     dropped: list[np.ndarray | None]
     masks: list[np.ndarray | None]
     uniforms: list[np.ndarray | None]
+    linear: list[np.ndarray | None]
+    norm_mean: list[np.ndarray | None]
+    norm_inv_std: list[np.ndarray | None]
 
 
 class FFNN:
@@ -109,6 +125,14 @@ class FFNN:
         Inverted-dropout probability after each hidden layer (one for all, or one per hidden layer),
         in [0, 1). Applied in training (``loss_and_grad``, ``fit``), never in ``predict``/``evaluate``.
         Masks are drawn from the model's seeded RNG, so they are identical on every backend.
+    normalization : None, "batch", "layer", or a sequence of them (one per hidden layer)
+        Normalisation after each hidden layer's dense part: Linear → Norm → activation (→ dropout),
+        as ``torch.nn.BatchNorm1d`` / ``torch.nn.LayerNorm`` define them (ε = 1e-5, learnable
+        scale γ = 1 and shift β = 0 at the start). ``batch`` normalises with the batch's
+        statistics in training and with running statistics (momentum 0.1, unbiased variance) in
+        evaluation (``predict``, ``predict_proba``, ``evaluate``, ``loss_and_grad(training=False)``);
+        a training batch needs at least 2 rows. ``layer`` normalises each row over its features,
+        the same in both modes. The output layer is never normalised.
     init : str
         xavier_uniform, xavier_normal (glorot_*), he_uniform, he_normal, lecun_normal or
         random_normal (with ``init_std``). Biases start at zero.
@@ -120,12 +144,26 @@ class FFNN:
     dtype : {"float32", "float64"}
     seed : int
         Seeds initial weights and, through :meth:`fit`, batch order, on every backend alike.
+
+    Attributes
+    ----------
+    params, grads : list of ``(W, b)`` views into ``arena`` / ``grad_arena``, one per layer.
+    norm_params, norm_grads : list with one entry per *hidden* layer: a ``(gamma, beta)`` pair of
+        (H_i,) views into ``arena`` / ``grad_arena`` (after all weights and biases) for a
+        normalised layer, None for a layer without normalisation. ``grads`` and ``norm_grads``
+        are overwritten by every ``loss_and_grad``/``train_step``.
+    running_mean, running_var : (Σ H_i over batch-normalised layers,) arrays of the model dtype,
+        BatchNorm's running statistics (start at 0 and 1); model state, not parameters: no
+        gradient, no optimizer, saved in checkpoints. Updated in place by every training-mode
+        forward pass. ``running_stats`` holds one ``(mean, var)`` pair of views into them per
+        hidden layer (None where the layer is not batch-normalised).
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
                  output: str = "softmax", l2: float = 0.0, label_smoothing: float = 0.0,
                  dropout: float | Sequence[float] = 0.0, init: str = "he_normal", init_std: float = 0.01, backend: str | Backend = "numpy",
-                 dtype: str = "float32", seed: int = 0):
+                 dtype: str = "float32", seed: int = 0,
+                 normalization: str | None | Sequence[str | None] = None):
         if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
             raise TypeError(f"layer_sizes must be a sequence of integers, got {layer_sizes!r}.")
         if len(layer_sizes) < 2:
@@ -147,6 +185,7 @@ class FFNN:
                              f"{len(rates)}: {rates}.")
         self.dropout = tuple(check_float_range(f"dropout[{i}]", r, 0.0, 1.0, high_inclusive=False)
                              for i, r in enumerate(rates))
+        self.normalization = _resolve_normalization(normalization, n_hidden)
         if not isinstance(output, str) or output.lower() not in OUTPUTS:
             raise ValueError(f"The output {output!r} is not supported. Supported outputs are {list(OUTPUTS)}.")
         self.output = output.lower()
@@ -165,13 +204,33 @@ class FFNN:
 
         shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
         self.n_weights = sum(d * h for d, h in shapes)
-        self.n_params = self.n_weights + sum(h for _, h in shapes)
+        hidden_widths = self.layer_sizes[1:-1]
+        n_dense = self.n_weights + sum(h for _, h in shapes)
+        self.n_params = n_dense + sum(2 * h for h, k in zip(hidden_widths, self.normalization) if k)
         self.arena = np.zeros(self.n_params, dtype=self.dtype)
         self.grad_arena = np.zeros(self.n_params, dtype=self.dtype)
         self.params = self._views(self.arena, shapes)
         self.grads = self._views(self.grad_arena, shapes)
         self.weights = self.arena[: self.n_weights]
         self.grad_weights = self.grad_arena[: self.n_weights]
+        self.norm_params = self._norm_views(self.arena, n_dense)
+        self.norm_grads = self._norm_views(self.grad_arena, n_dense)
+        for pair in self.norm_params:
+            if pair is not None:
+                pair[0].fill(1.0)  # γ = 1, β = 0
+        # BatchNorm's running statistics: model state, not parameters (no gradient, no optimizer)
+        n_running = sum(h for h, k in zip(hidden_widths, self.normalization) if k == "batch")
+        self.running_mean = np.zeros(n_running, dtype=self.dtype)
+        self.running_var = np.ones(n_running, dtype=self.dtype)
+        self.running_stats: list[tuple[np.ndarray, np.ndarray] | None] = []
+        offset = 0
+        for h, kind in zip(hidden_widths, self.normalization):
+            if kind == "batch":
+                self.running_stats.append((self.running_mean[offset: offset + h],
+                                           self.running_var[offset: offset + h]))
+                offset += h
+            else:
+                self.running_stats.append(None)
 
         init_rng = np.random.default_rng(init_seq)
         for W, _ in self.params:
@@ -187,6 +246,18 @@ class FFNN:
             views.append((W, b))
             w_off += d * h
             b_off += h
+        return views
+
+    def _norm_views(self, flat: np.ndarray, offset: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """``(γ, β)`` views into ``flat`` from ``offset`` on, one per hidden layer (None where that
+        layer has no normalisation)."""
+        views = []
+        for h, kind in zip(self.layer_sizes[1:-1], self.normalization):
+            if kind is None:
+                views.append(None)
+                continue
+            views.append((flat[offset: offset + h], flat[offset + h: offset + 2 * h]))
+            offset += 2 * h
         return views
 
     @property
@@ -211,6 +282,7 @@ class FFNN:
             "l2": self.l2,
             "label_smoothing": self.label_smoothing,
             "dropout": list(self.dropout),
+            "normalization": list(self.normalization),
             "init": self.init,
             "init_std": self.init_std,
             "dtype": self.dtype.name,
@@ -231,6 +303,7 @@ class FFNN:
             return ws
         widths = self.layer_sizes[1:]
         rates = self.dropout + (0.0,)
+        norms = self.normalization + (None,)
 
         def dropout_buffers():
             return [np.empty((n, h), self.dtype) if p > 0 else None for h, p in zip(widths, rates)]
@@ -243,7 +316,15 @@ class FFNN:
             probs=np.empty((n, self.n_outputs), self.dtype),
             targets=np.empty((n, self.n_outputs), self.dtype),
             dropped=dropout_buffers(), masks=dropout_buffers(), uniforms=dropout_buffers(),
+            linear=[np.empty((n, h), self.dtype) if k else None for h, k in zip(widths, norms)],
+            norm_mean=[np.empty(h if k == "batch" else n, self.dtype) if k else None
+                       for h, k in zip(widths, norms)],
+            norm_inv_std=[np.empty(h if k == "batch" else n, self.dtype) if k else None
+                          for h, k in zip(widths, norms)],
         )
+        for i, kind in enumerate(norms):  # a normalised layer's activation reads U from preacts
+            if kind is not None and ws.preacts[i] is None:
+                ws.preacts[i] = np.empty((n, widths[i]), self.dtype)
         self._workspaces[n] = ws
         if len(self._workspaces) > _MAX_WORKSPACES:
             self._workspaces.popitem(last=False)
@@ -295,14 +376,45 @@ class FFNN:
     def _forward(self, X: np.ndarray, ws: _Workspace, training: bool = False) -> np.ndarray:
         """Forward pass into ``ws``; with ``training``, dropout masks are drawn and applied."""
         inp = X
-        for i, ((W, b), act) in enumerate(zip(self.params, self.activations)):
-            self.backend.dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
+        norms = self.normalization + (None,)
+        for i, ((W, b), act, kind) in enumerate(zip(self.params, self.activations, norms)):
+            if kind is None:
+                self.backend.dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
+            else:
+                self._normalised_forward(i, inp, ws, training)
             inp = ws.acts[i]
             if training and ws.masks[i] is not None:
                 self.noise_rng.random(out=ws.uniforms[i], dtype=self.dtype)
                 inp = self.backend.dropout_forward(inp, ws.uniforms[i], self.dropout[i], ws.dropped[i],
                                                    ws.masks[i])
         return inp
+
+    def _normalised_forward(self, i: int, inp: np.ndarray, ws: _Workspace, training: bool) -> None:
+        """Hidden layer i as Linear → Norm → activation: Z in ``linear``, U in ``preacts``, Y in ``acts``."""
+        W, b = self.params[i]
+        gamma, beta = self.norm_params[i]
+        self.backend.dense_forward(inp, W, b, "identity", ws.linear[i])
+        if self.normalization[i] == "batch":
+            running_mean, running_var = self.running_stats[i]
+            self.backend.batch_norm_forward(ws.linear[i], gamma, beta, ws.preacts[i], ws.norm_mean[i],
+                                            ws.norm_inv_std[i], running_mean, running_var, training,
+                                            BATCH_NORM_MOMENTUM, NORM_EPS)
+        else:
+            self.backend.layer_norm_forward(ws.linear[i], gamma, beta, ws.preacts[i], ws.norm_mean[i],
+                                            ws.norm_inv_std[i], NORM_EPS)
+        self.backend.activation_forward(ws.preacts[i], self.activations[i], ws.acts[i])
+
+    def _normalised_backward(self, i: int, ws: _Workspace, training: bool) -> None:
+        """Backward of :meth:`_normalised_forward` up to dZ, written into ``ws.dacts[i]``."""
+        gamma, _ = self.norm_params[i]
+        dgamma, dbeta = self.norm_grads[i]
+        self.backend.activation_backward(ws.acts[i], ws.dacts[i], self.activations[i], ws.preacts[i])
+        if self.normalization[i] == "batch":
+            self.backend.batch_norm_backward(ws.linear[i], gamma, ws.norm_mean[i], ws.norm_inv_std[i],
+                                             ws.dacts[i], dgamma, dbeta, training)
+        else:
+            self.backend.layer_norm_backward(ws.linear[i], gamma, ws.norm_mean[i], ws.norm_inv_std[i],
+                                             ws.dacts[i], dgamma, dbeta)
 
     def _layer_input(self, i: int, X: np.ndarray, ws: _Workspace, training: bool) -> np.ndarray:
         if i == 0:
@@ -330,11 +442,21 @@ class FFNN:
             if training and ws.masks[i] is not None:  # dacts[i] holds ∂L/∂(dropped output)
                 self.backend.dropout_backward(ws.dacts[i], ws.masks[i])
             dX = None if i == 0 else ws.dacts[i - 1]
-            self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i], ws.dacts[i],
-                                        self.activations[i], dW, db, dX, ws.preacts[i])
+            if ws.linear[i] is None:
+                self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i],
+                                            ws.dacts[i], self.activations[i], dW, db, dX, ws.preacts[i])
+            else:  # dacts[i] becomes dZ, then the dense part is linear
+                self._normalised_backward(i, ws, training)
+                self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.linear[i],
+                                            ws.dacts[i], "identity", dW, db, dX, None)
 
     def _step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
               training: bool, count: bool) -> TrainStep:
+        if training and X.shape[0] < 2 and "batch" in self.normalization:
+            raise ValueError(f"Expected more than 1 value per channel when training, got a batch of "
+                             f"{X.shape[0]} row: batch normalisation needs at least 2 rows per "
+                             f"training batch (choose a batch_size that leaves no 1-row last batch, "
+                             f"or use normalization='layer').")
         ws = self._workspace(X.shape[0])
         self._forward(X, ws, training)
         data_loss = self._data_loss(y, ws, sample_weight)
@@ -453,9 +575,44 @@ class FFNN:
                            sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ state
+    def copy_running_stats_from(self, mean: np.ndarray, var: np.ndarray) -> None:
+        """Overwrite BatchNorm's running statistics (``model.running_mean``/``running_var``, each
+        (sum of the batch-normalised widths,)) with ``mean`` and ``var`` (cast to the model dtype)."""
+        mean, var = np.asarray(mean), np.asarray(var)
+        for name, a in (("running_mean", mean), ("running_var", var)):
+            if a.shape != self.running_mean.shape:
+                raise ValueError(f"{name} must have shape {self.running_mean.shape}, got {a.shape}.")
+        if var.size and not (np.isfinite(var).all() and var.min() >= 0):
+            raise ValueError("running_var must hold finite values >= 0.")
+        self.running_mean[...] = mean
+        self.running_var[...] = var
+
     def copy_params_from(self, flat: np.ndarray) -> None:
         """Overwrite the parameter arena with ``flat`` (same size; cast to the model dtype)."""
         flat = np.asarray(flat)
         if flat.shape != self.arena.shape:
             raise ValueError(f"parameters must have shape {self.arena.shape}, got {flat.shape}.")
         self.arena[...] = flat
+
+
+def _resolve_normalization(normalization: object, n_hidden: int) -> tuple[str | None, ...]:
+    """One normalisation (None, "batch" or "layer") per hidden layer, from one value or a list."""
+    if normalization is None or isinstance(normalization, str):
+        kinds = [normalization] * n_hidden
+    elif isinstance(normalization, Sequence):
+        kinds = list(normalization)
+        if len(kinds) != n_hidden:
+            raise ValueError(f"normalization must be one value or one per hidden layer ({n_hidden}), "
+                             f"got {len(kinds)}: {kinds}.")
+    else:
+        raise TypeError(f"normalization must be None, a string or a list of them, got "
+                        f"{type(normalization).__name__} {normalization!r}.")
+    resolved = []
+    for kind in kinds:
+        if isinstance(kind, str) and kind.lower() in ("none", ""):
+            kind = None
+        if kind is not None and (not isinstance(kind, str) or kind.lower() not in NORMALIZATIONS):
+            raise ValueError(f"The normalization {kind!r} is not supported. Supported "
+                             f"normalizations are {[None, *NORMALIZATIONS]}.")
+        resolved.append(None if kind is None else kind.lower())
+    return tuple(resolved)

@@ -85,6 +85,7 @@ def build_model(config: RunConfig, n_inputs: int, n_classes: int) -> FFNN:
                     output="softmax" if config.loss == "cross_entropy" else "identity", l2=config.l2,
                     label_smoothing=config.label_smoothing, dropout=config.dropout, init=config.init,
                     init_std=config.init_std,
+                    normalization=None if config.normalization == "none" else config.normalization,
                     backend=get_backend(config.backend, **options), dtype=config.dtype, seed=config.seed)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

@@ -6,6 +6,7 @@ Modules, by concern: :mod:`~fastnn.kernels.blas` (the GEMM, NumPy's BLAS called 
 :mod:`~fastnn.kernels.losses` (softmax, cross-entropy, MSE, L2, weighted or not),
 :mod:`~fastnn.kernels.optimizers` (SGD, RMSprop, Adam, NAdam steps),
 :mod:`~fastnn.kernels.regularisation` (dropout, gradient clipping),
+:mod:`~fastnn.kernels.normalization` (batch and layer norm),
 :mod:`~fastnn.kernels.images` (image shifts and flips) and :mod:`~fastnn.kernels.rows` (row
 gathering).
 

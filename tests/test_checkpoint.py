@@ -183,7 +183,8 @@ def test_a_crafted_architecture_is_refused_before_anything_is_allocated(trained,
     _, _, path, _, _ = trained
     bad = rewrite(path, tmp_path / "big.npz", lambda m: m.update(architecture=_edit_json(
         m["architecture"], lambda a: a.update(layer_sizes=sizes, activation=["relu"] * (len(sizes) - 2),
-                                              dropout=[0.0] * (len(sizes) - 2)))))
+                                              dropout=[0.0] * (len(sizes) - 2),
+                                              normalization=[None] * (len(sizes) - 2)))))
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -207,7 +208,7 @@ def test_a_zip_bomb_member_is_refused_before_it_is_decompressed(trained, tmp_pat
     with np.load(path, allow_pickle=False) as npz:
         members = {k: npz[k] for k in npz.files if not k.startswith("optimizer")}
     members["architecture"] = _edit_json(members["architecture"], lambda a: a.update(
-        layer_sizes=sizes, activation=["relu"], dropout=[0.0]))
+        layer_sizes=sizes, activation=["relu"], dropout=[0.0], normalization=[None]))
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         for key, value in members.items():
             if key == "params":

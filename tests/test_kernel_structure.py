@@ -22,8 +22,8 @@ from fastnn.backends.numba import NumbaBackend
 from fastnn.kernels import PARALLEL_KERNELS
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_MODULES = ("activations", "blas", "dense", "images", "losses", "optimizers",
-                  "regularisation", "rows")
+KERNEL_MODULES = ("activations", "blas", "dense", "images", "losses", "normalization",
+                  "optimizers", "regularisation", "rows")
 
 
 def parfor_count(dispatcher) -> int:

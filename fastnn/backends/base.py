@@ -34,6 +34,8 @@ from __future__ import annotations
 #: Every operation of the interface, in the order of the documentation.
 OPERATIONS = (
     "dense_forward", "dense_backward",
+    "activation_forward", "activation_backward",
+    "batch_norm_forward", "batch_norm_backward", "layer_norm_forward", "layer_norm_backward",
     "softmax", "softmax_cross_entropy", "mse", "l2_penalty",
     "sgd_step", "rmsprop_step", "adam_step", "nadam_step",
     "dropout_forward", "dropout_backward", "clip_grad_norm",
@@ -107,6 +109,99 @@ class Backend:
         dX (or None)
         """
         self._missing("dense_backward")
+
+    # ---------------------------------------------------------------- normalisation layers
+    # A normalised hidden layer is Linear -> Norm -> activation: ``dense_forward`` with the
+    # identity activation writes ``Z``, a norm op writes ``U = γ ⊙ x̂ + β``, ``activation_forward``
+    # writes ``Y = f(U)``; the backward ops run in the opposite order.
+    def activation_forward(self, Z, activation, out):
+        """Elementwise activation: ``out = f(Z)``.
+
+        Z : (N, H) float, read only. activation : canonical activation name.
+        out : (N, H) float of Z's dtype, overwritten (may be ``Z`` itself). Returns out.
+        """
+        self._missing("activation_forward")
+
+    def activation_backward(self, Y, dY, activation, preact=None):
+        """Backward of :meth:`activation_forward`: ``dY ⊙= f'(Z)`` in place.
+
+        The derivative is computed from the output ``Y`` (or from ``preact = Z`` for activations
+        that need it, GELU), as in :meth:`dense_backward`.
+
+        Y : (N, H) float, read only. dY : (N, H), **overwritten in place with dZ**.
+        preact : (N, H) or None; required for GELU. Returns dY.
+        """
+        self._missing("activation_backward")
+
+    def batch_norm_forward(self, Z, gamma, beta, out, mean, inv_std, running_mean, running_var,
+                           training, momentum=0.1, eps=1e-5):
+        """Batch normalisation over the rows (``torch.nn.BatchNorm1d`` on (N, H) input).
+
+        Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network Training by
+        Reducing Internal Covariate Shift". With statistics ``μ``, ``σ²`` per feature,
+        ``x̂ = (Z - μ) / √(σ² + ε)`` and ``out = γ ⊙ x̂ + β``.
+
+        In training (``training=True``) ``μ`` and ``σ²`` are the batch's mean and *biased*
+        variance ``(1/N) Σ (Z - μ)²``, and the running statistics are updated as torch does, with
+        the *unbiased* variance: ``running_mean ← (1 - m) running_mean + m μ`` and
+        ``running_var ← (1 - m) running_var + m σ² N / (N - 1)``; N ≥ 2. In evaluation
+        (``training=False``) ``μ = running_mean`` and ``σ² = running_var``, which are left as they are.
+
+        Parameters
+        ----------
+        Z : (N, H) float, read only (the dense layer's output).
+        gamma, beta : (H,) float, read only (scale and shift).
+        out : (N, H) float, overwritten with ``U = γ ⊙ x̂ + β``; must not share memory with Z.
+        mean : (H,) float, overwritten with the μ used. inv_std : (H,) float, overwritten with
+            ``1 / √(σ² + ε)``. (Both are what :meth:`batch_norm_backward` reads.)
+        running_mean, running_var : (H,) float, **updated in place** in training, read in evaluation.
+        training : bool. momentum : m in [0, 1]. eps : ε > 0.
+
+        Returns
+        -------
+        out
+        """
+        self._missing("batch_norm_forward")
+
+    def batch_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta, training):
+        """Backward of :meth:`batch_norm_forward`, the fused formula (no autograd).
+
+        With ``x̂ = (Z - μ) inv_std`` and ``g = dY ⊙ γ``: ``dγ = Σ_rows dY ⊙ x̂``,
+        ``dβ = Σ_rows dY``; in training (μ, σ² depend on the batch)
+        ``dZ = (inv_std / N) (N g - Σ_rows g - x̂ Σ_rows (g ⊙ x̂))``; in evaluation (running
+        statistics are constants) ``dZ = g inv_std``.
+
+        Z : (N, H) forward input, read only. gamma, mean, inv_std : (H,) read only (mean and
+        inv_std as the forward pass wrote them). dY : (N, H) gradient with respect to the output
+        U, **overwritten in place with dZ**. dgamma, dbeta : (H,) overwritten. Returns dY.
+        """
+        self._missing("batch_norm_backward")
+
+    def layer_norm_forward(self, Z, gamma, beta, out, mean, inv_std, eps=1e-5):
+        """Layer normalisation over each row's features (``torch.nn.LayerNorm(H)``).
+
+        Ba, Kiros & Hinton (2016), "Layer Normalization". Per row i, ``μ_i`` and the biased
+        ``σ²_i`` over its H features, ``x̂ = (Z_i - μ_i) / √(σ²_i + ε)``, ``out = γ ⊙ x̂ + β``.
+        The same in training and evaluation; no running statistics.
+
+        Z : (N, H) float, read only. gamma, beta : (H,) read only.
+        out : (N, H), overwritten with U; must not share memory with Z.
+        mean, inv_std : (N,) float, overwritten with each row's μ_i and ``1 / √(σ²_i + ε)``.
+        eps : ε > 0. Returns out.
+        """
+        self._missing("layer_norm_forward")
+
+    def layer_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta):
+        """Backward of :meth:`layer_norm_forward`, the fused formula.
+
+        With ``x̂`` as in the forward pass and ``g = dY ⊙ γ``: ``dγ = Σ_rows dY ⊙ x̂``,
+        ``dβ = Σ_rows dY`` and, per row, ``dZ_i = (inv_std_i / H) (H g_i - Σ_j g_ij - x̂_i Σ_j g_ij x̂_ij)``.
+
+        Z : (N, H) read only. gamma : (H,) read only. mean, inv_std : (N,) from the forward pass.
+        dY : (N, H), **overwritten in place with dZ**. dgamma, dbeta : (H,) overwritten.
+        Returns dY.
+        """
+        self._missing("layer_norm_backward")
 
     # ---------------------------------------------------------------- losses
     def softmax(self, logits, out):

@@ -187,6 +187,104 @@ class CheckedBackend(Backend):
             preact = None
         return self.unchecked.dense_backward(X, W, Y, dY, act.name, dW, db, dX, preact)
 
+    # ---------------------------------------------------------------- normalisation layers
+    def activation_forward(self, Z, activation, out):
+        act = resolve_activation(activation)
+        Z = check_float("Z", Z, 2)
+        check_float("out", out, 2, Z.dtype)
+        check_shape("out", out, Z.shape)
+        check_writable("out", out)
+        return self.unchecked.activation_forward(Z, act.name, out)
+
+    def activation_backward(self, Y, dY, activation, preact=None):
+        act = resolve_activation(activation)
+        Y = check_float("Y", Y, 2)
+        check_float("dY", dY, 2, Y.dtype)
+        check_shape("dY", dY, Y.shape)
+        check_writable("dY", dY)
+        if act.needs_preactivation:
+            if preact is None:
+                raise ValueError(f"activation {act.name!r} needs the preact buffer of the forward pass.")
+            check_float("preact", preact, 2, Y.dtype)
+            check_shape("preact", preact, Y.shape)
+        else:
+            preact = None
+        return self.unchecked.activation_backward(Y, dY, act.name, preact)
+
+    @staticmethod
+    def _check_norm_input(Z, gamma, stats: tuple[tuple[str, object], ...], rows: bool):
+        """Z (N, H); gamma and (H,) vectors; ``stats`` of shape (N,) if ``rows`` else (H,)."""
+        Z = check_float("Z", Z, 2)
+        N, H = Z.shape
+        if N == 0 or H == 0:
+            raise ValueError(f"Z must have at least one row and one feature, got shape {Z.shape}.")
+        check_float("gamma", gamma, 1, Z.dtype)
+        check_shape("gamma", gamma, (H,))
+        for name, a in stats:
+            check_float(name, a, 1, Z.dtype)
+            check_shape(name, a, (N,) if rows else (H,))
+        return Z, N, H
+
+    @staticmethod
+    def _check_out(name: str, a: object, Z: np.ndarray) -> None:
+        check_float(name, a, 2, Z.dtype)
+        check_shape(name, a, Z.shape)
+        check_writable(name, a)
+
+    @staticmethod
+    def _check_param_grads(dgamma, dbeta, dtype: np.dtype, H: int) -> None:
+        for name, a in (("dgamma", dgamma), ("dbeta", dbeta)):
+            check_float(name, a, 1, dtype)
+            check_shape(name, a, (H,))
+            check_writable(name, a)
+
+    def batch_norm_forward(self, Z, gamma, beta, out, mean, inv_std, running_mean, running_var,
+                           training, momentum=0.1, eps=1e-5):
+        Z, N, H = self._check_norm_input(Z, gamma, (("beta", beta), ("mean", mean),
+                                                    ("inv_std", inv_std),
+                                                    ("running_mean", running_mean),
+                                                    ("running_var", running_var)), rows=False)
+        self._check_out("out", out, Z)
+        check_disjoint("out", out, "Z", Z)
+        for name, a in (("mean", mean), ("inv_std", inv_std), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+            check_writable(name, a)
+        training = bool(training)
+        if training and N < 2:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input of "
+                             f"shape {Z.shape}: batch normalisation needs batches of at least 2 rows.")
+        momentum = check_float_range("momentum", momentum, 0.0, 1.0)
+        eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
+        if not training and not (np.all(running_var >= 0) and np.isfinite(running_var).all()):
+            raise ValueError("running_var must hold finite values >= 0.")
+        return self.unchecked.batch_norm_forward(Z, gamma, beta, out, mean, inv_std, running_mean,
+                                                 running_var, training, momentum, eps)
+
+    def batch_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta, training):
+        Z, N, H = self._check_norm_input(Z, gamma, (("mean", mean), ("inv_std", inv_std)),
+                                         rows=False)
+        self._check_out("dY", dY, Z)
+        self._check_param_grads(dgamma, dbeta, Z.dtype, H)
+        return self.unchecked.batch_norm_backward(Z, gamma, mean, inv_std, dY, dgamma, dbeta,
+                                                  bool(training))
+
+    def layer_norm_forward(self, Z, gamma, beta, out, mean, inv_std, eps=1e-5):
+        Z, N, H = self._check_norm_input(Z, gamma, (("mean", mean), ("inv_std", inv_std)), rows=True)
+        check_float("beta", beta, 1, Z.dtype)
+        check_shape("beta", beta, (H,))
+        self._check_out("out", out, Z)
+        check_disjoint("out", out, "Z", Z)
+        check_writable("mean", mean)
+        check_writable("inv_std", inv_std)
+        eps = check_float_range("eps", eps, 0.0, low_inclusive=False)
+        return self.unchecked.layer_norm_forward(Z, gamma, beta, out, mean, inv_std, eps)
+
+    def layer_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta):
+        Z, N, H = self._check_norm_input(Z, gamma, (("mean", mean), ("inv_std", inv_std)), rows=True)
+        self._check_out("dY", dY, Z)
+        self._check_param_grads(dgamma, dbeta, Z.dtype, H)
+        return self.unchecked.layer_norm_backward(Z, gamma, mean, inv_std, dY, dgamma, dbeta)
+
     # ---------------------------------------------------------------- losses
     def softmax(self, logits, out):
         logits = check_float("logits", logits, 2)

@@ -1,7 +1,8 @@
 """The Numba backend: the reference's operations as fused, compiled kernels.
 
 :class:`NumbaBackend` subclasses :class:`~fastnn.backends.numpy.NumpyBackend` and overrides the
-operations it speeds up (all of them, at present); argument checking is the checked wrapper's
+operations it speeds up (all but ``activation_forward``/``activation_backward``, which it
+inherits from the reference: NumPy's SIMD ufuncs are what it would call); argument checking is the checked wrapper's
 (:mod:`fastnn.backends.checked`), so both backends accept and reject exactly the same inputs with
 the same messages. The kernels live in :mod:`fastnn.kernels`; the thread pools are set up by
 :mod:`fastnn.backends.threads`.
@@ -22,7 +23,7 @@ from scipy import special
 from fastnn.activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from fastnn.backends import threads as _threads
 from fastnn.backends.numpy import NumpyBackend, _weight_total
-from fastnn.kernels import dense, images, losses, optimizers, regularisation, rows
+from fastnn.kernels import dense, images, losses, normalization, optimizers, regularisation, rows
 
 # Smallest amount of work (elements) for which a kernel's parallel path beats its serial one,
 # measured on 2 cores: waking Numba's sleeping pool costs ~80 µs there, so only large elementwise
@@ -134,6 +135,25 @@ class NumbaBackend(NumpyBackend):
             if previous != -1:
                 self._pin.restore(previous)
         return dX
+
+    # ---- normalisation layers (serial kernels: one pass per statistic, no (N, H) temporaries)
+    def batch_norm_forward(self, Z, gamma, beta, out, mean, inv_std, running_mean, running_var,
+                           training, momentum=0.1, eps=1e-5):
+        normalization.batch_norm_forward_kernel(Z, gamma, beta, out, mean, inv_std, running_mean,
+                                                running_var, training, momentum, eps)
+        return out
+
+    def batch_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta, training):
+        normalization.batch_norm_backward_kernel(Z, gamma, mean, inv_std, dY, dgamma, dbeta, training)
+        return dY
+
+    def layer_norm_forward(self, Z, gamma, beta, out, mean, inv_std, eps=1e-5):
+        normalization.layer_norm_forward_kernel(Z, gamma, beta, out, mean, inv_std, eps)
+        return out
+
+    def layer_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta):
+        normalization.layer_norm_backward_kernel(Z, gamma, mean, inv_std, dY, dgamma, dbeta)
+        return dY
 
     # ---- losses
     def softmax(self, logits, out):

@@ -85,6 +85,64 @@ class NumpyBackend(Backend):
             np.matmul(dY, W.T, out=dX)
         return dX
 
+    # ---- normalisation layers (Linear -> Norm -> activation; see the interface's docstrings)
+    def activation_forward(self, Z, activation, out):
+        self.activate(Z, activation, out)
+        return out
+
+    def activation_backward(self, Y, dY, activation, preact=None):
+        self.activation_grad(Y, preact, activation, dY)
+        return dY
+
+    def batch_norm_forward(self, Z, gamma, beta, out, mean, inv_std, running_mean, running_var,
+                           training, momentum=0.1, eps=1e-5):
+        if training:
+            N = Z.shape[0]
+            np.mean(Z, axis=0, out=mean)
+            var = np.mean((Z - mean) ** 2, axis=0)                 # biased: normalises the batch
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean
+            running_var *= 1.0 - momentum
+            running_var += momentum * (var * (N / (N - 1)))       # unbiased: the running estimate
+        else:
+            mean[...] = running_mean
+            var = running_var
+        inv_std[...] = 1.0 / np.sqrt(var + eps)
+        np.multiply(Z - mean, inv_std * gamma, out=out)
+        out += beta
+        return out
+
+    def batch_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta, training):
+        x_hat = (Z - mean) * inv_std
+        np.sum(dY * x_hat, axis=0, out=dgamma)
+        np.sum(dY, axis=0, out=dbeta)
+        g = dY * gamma
+        if training:
+            N = Z.shape[0]
+            dY[...] = (inv_std / N) * (N * g - g.sum(axis=0) - x_hat * (g * x_hat).sum(axis=0))
+        else:
+            np.multiply(g, inv_std, out=dY)
+        return dY
+
+    def layer_norm_forward(self, Z, gamma, beta, out, mean, inv_std, eps=1e-5):
+        np.mean(Z, axis=1, out=mean)
+        var = np.mean((Z - mean[:, None]) ** 2, axis=1)
+        inv_std[...] = 1.0 / np.sqrt(var + eps)
+        np.multiply(Z - mean[:, None], inv_std[:, None], out=out)
+        out *= gamma
+        out += beta
+        return out
+
+    def layer_norm_backward(self, Z, gamma, mean, inv_std, dY, dgamma, dbeta):
+        H = Z.shape[1]
+        x_hat = (Z - mean[:, None]) * inv_std[:, None]
+        np.sum(dY * x_hat, axis=0, out=dgamma)
+        np.sum(dY, axis=0, out=dbeta)
+        g = dY * gamma
+        dY[...] = (inv_std[:, None] / H) * (H * g - g.sum(axis=1, keepdims=True)
+                                            - x_hat * (g * x_hat).sum(axis=1, keepdims=True))
+        return dY
+
     # ---- losses
     def softmax(self, logits, out):
         shifted = logits - logits.max(axis=1, keepdims=True)
