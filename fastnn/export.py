@@ -49,6 +49,11 @@ def _check_model(model) -> None:
                               f"{list(EXPORTABLE_ACTIVATIONS)}.")
     if model.output not in ("softmax", "identity"):
         raise ExportError(f"The output {model.output!r} cannot be exported.")
+    kinds = sorted({k for k in getattr(model, "normalization", ()) if k})
+    if kinds:
+        raise ExportError(f"Models with {' and '.join(kinds)} normalization layers cannot be exported "
+                          f"yet (their ONNX and PyTorch layers are not written); train without "
+                          f"normalization to export.")
 
 
 def feature_normalization(mean, std, n_features: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -230,6 +230,11 @@ class Trainer:
         X, y, w, X_val, y_val, w_val = self._validation_sets(X, y, w, validation_split, validation_data)
         n = X.shape[0]
         bs = min(batch_size, n)
+        if "batch" in getattr(model, "normalization", ()) and n % bs == 1:
+            # a one-row batch has no batch statistics (torch raises mid-epoch): refuse up front
+            raise ValueError(f"with batch normalization every training batch needs at least 2 rows, "
+                             f"but {n} training rows in batches of {bs} leave a last batch of 1; "
+                             f"change batch_size (or the number of rows).")
         buffers = (np.empty((bs, X.shape[1]), model.dtype), np.empty((bs,) + y.shape[1:], y.dtype),
                    None if w is None else np.empty(bs, model.dtype))
         self.stop_training = False
