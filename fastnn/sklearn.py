@@ -29,7 +29,9 @@ scikit-learn name          fastnn meaning
 fastnn's own parameters: ``optimizer`` (``fastnn.optim``'s names), ``dropout``, ``label_smoothing``
 (classifier), ``schedule`` (``fastnn.schedules``' names, with their defaults), ``init``, ``backend``
 (numba or numpy), ``dtype`` (``None``: float32 inputs train in float32, all others in float64, as
-scikit-learn keeps the input dtype), ``threads`` (numba backend).
+scikit-learn keeps the input dtype), ``threads`` (numba backend), ``normalization`` (None,
+"batch" or "layer" after every hidden layer; see :class:`~fastnn.model.FFNN`; with "batch" every
+training batch needs at least 2 rows).
 
 Sample weights: ``fit(X, y, sample_weight=w)`` minimises the weighted mean ``Σ w_i ℓ_i / Σ w_i``
 (scikit-learn's convention for estimators with ``sample_weight``; with integer weights it is the
@@ -97,7 +99,8 @@ class _StoppingRule(Callback):
             improved = score > est.best_validation_score_ + est.tol
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
-                est._best_params = trainer.model.arena.copy()
+                net = trainer.model  # the weights and BatchNorm's running statistics of the best epoch
+                est._best_params = (net.arena.copy(), net.running_mean.copy(), net.running_var.copy())
         else:
             improved = loss < est.best_loss_ - est.tol
             est.best_loss_ = min(est.best_loss_, loss)
@@ -131,6 +134,7 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "normalization": [None, StrOptions({"batch", "layer"})],
         "schedule": [StrOptions(set(SCHEDULES))],
         "init": [StrOptions(set(INITIALIZERS))],
         "backend": [StrOptions({"numba", "numpy"})],
@@ -145,7 +149,7 @@ class _BaseMLP(BaseEstimator):
                  verbose=False, warm_start=False, momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, optimizer="adam",
                  dropout=0.0, schedule="constant", init="xavier_uniform", backend="numba", dtype=None,
-                 threads=None):
+                 threads=None, normalization=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.alpha = alpha
@@ -171,6 +175,7 @@ class _BaseMLP(BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.threads = threads
+        self.normalization = normalization
 
     # ------------------------------------------------------------------ building blocks
     def _hidden(self) -> tuple[int, ...]:
@@ -197,8 +202,8 @@ class _BaseMLP(BaseEstimator):
         return FFNN([n_inputs, *self._hidden(), n_outputs], activation=activation, output=self._output,
                     l2=self.alpha / (200 if self.batch_size == "auto" else self.batch_size),
                     label_smoothing=getattr(self, "label_smoothing", 0.0),
-                    dropout=self.dropout, init=self.init, backend=get_backend(self.backend, **options),
-                    dtype=dtype, seed=seed)
+                    dropout=self.dropout, normalization=self.normalization, init=self.init,
+                    backend=get_backend(self.backend, **options), dtype=dtype, seed=seed)
 
     def _build_optimizer(self, net: FFNN):
         name = self.optimizer
@@ -281,7 +286,9 @@ class _BaseMLP(BaseEstimator):
         self.net_.fit(X, T, epochs=epochs, batch_size=batch_size, optimizer=self._optimizer,
                       shuffle=self.shuffle, callbacks=callbacks, **extra)
         if self.early_stopping and self._best_params is not None:
-            self.net_.copy_params_from(self._best_params)
+            params, running_mean, running_var = self._best_params
+            self.net_.copy_params_from(params)
+            self.net_.copy_running_stats_from(running_mean, running_var)
         if not incremental and not self._converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           f"optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
@@ -346,6 +353,7 @@ class _BaseMLP(BaseEstimator):
         opt = state.pop("_optimizer", None)
         if net is not None:
             state["_net_state"] = {"config": net.config(), "params": net.arena.copy(),
+                                   "running_stats": (net.running_mean.copy(), net.running_var.copy()),
                                    "backend": net.backend.name,
                                    "rngs": (net.shuffle_rng.bit_generator.state,
                                             net.noise_rng.bit_generator.state)}
@@ -362,6 +370,7 @@ class _BaseMLP(BaseEstimator):
             options = {"threads": self.threads} if net_state["backend"] == "numba" and self.threads else {}
             self.net_ = FFNN(**net_state["config"], backend=get_backend(net_state["backend"], **options))
             self.net_.copy_params_from(net_state["params"])
+            self.net_.copy_running_stats_from(*net_state["running_stats"])
             self.net_.shuffle_rng.bit_generator.state, self.net_.noise_rng.bit_generator.state = net_state["rngs"]
             self._optimizer = self._build_optimizer(self.net_)
             if opt_state is not None:
@@ -407,7 +416,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  verbose=False, warm_start=False, momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, optimizer="adam",
                  dropout=0.0, label_smoothing=0.0, schedule="constant", init="xavier_uniform", backend="numba",
-                 dtype=None, threads=None, class_weight=None):
+                 dtype=None, threads=None, class_weight=None, normalization=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, alpha=alpha,
             batch_size=batch_size, learning_rate_init=learning_rate_init, max_iter=max_iter,
@@ -415,7 +424,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             momentum=momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, early_stopping=early_stopping,
             validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
             optimizer=optimizer, dropout=dropout, schedule=schedule, init=init, backend=backend,
-            dtype=dtype, threads=threads)
+            dtype=dtype, threads=threads, normalization=normalization)
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
 

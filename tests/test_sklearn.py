@@ -35,7 +35,7 @@ def test_defaults_follow_sklearn():
               "epsilon", "early_stopping", "validation_fraction", "n_iter_no_change"]
     assert {k: ours[k] for k in shared} == {k: theirs[k] for k in shared}
     for own in ("optimizer", "dropout", "label_smoothing", "schedule", "backend", "dtype", "threads",
-                "class_weight", "init"):
+                "class_weight", "init", "normalization"):
         assert own in ours
 
 
@@ -223,3 +223,27 @@ def test_estimator_save_works_with_fastnn_predict_and_export(tmp_path):
                        catch_exceptions=False)
     probs = ort.InferenceSession(str(tmp_path / "clf.onnx")).run(["probabilities"], {"input": X.astype(np.float32)})[0]
     np.testing.assert_allclose(probs, clf.predict_proba(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer"])
+def test_normalization_reaches_the_network_and_trains(digits, kind):
+    X_train, X_test, y_train, y_test = digits  # 1347 rows: batches of 200 leave 147, not 1
+    clf = MLPClassifier((64,), max_iter=15, random_state=0, backend="numpy", normalization=kind)
+    clf.fit(X_train, y_train)
+    assert clf.net_.normalization == (kind,)
+    assert clf.score(X_test, y_test) > 0.9
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X_test), clf.predict_proba(X_test))
+
+
+def test_early_stopping_restores_batch_norm_statistics_with_the_best_weights(digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = MLPClassifier((32,), max_iter=12, random_state=0, backend="numpy", normalization="batch",
+                        early_stopping=True, n_iter_no_change=2)
+    clf.fit(X_train, y_train)
+    params, running_mean, running_var = clf._best_params
+    np.testing.assert_array_equal(clf.net_.arena, params)
+    np.testing.assert_array_equal(clf.net_.running_mean, running_mean)  # not the last epoch's
+    np.testing.assert_array_equal(clf.net_.running_var, running_var)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.score(X_test, y_test) > 0.7
