@@ -28,13 +28,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from fastnn.activations import resolve_activation
 from fastnn.backends import Backend, get_backend, unwrap
+from fastnn.backends.plan import BATCH_NORM_MOMENTUM, NORM_EPS, StepPlan, TrainStep, UpdateRule, build_plan
 from fastnn.init import initial_weights, resolve_init
 from fastnn.metrics import count_correct
 from fastnn.validation import (
@@ -53,55 +52,9 @@ OUTPUTS = ("softmax", "identity")
 
 NORMALIZATIONS = ("batch", "layer")
 """Normalisation layers: ``batch`` (``torch.nn.BatchNorm1d``) or ``layer`` (``torch.nn.LayerNorm``)."""
-NORM_EPS = 1e-5
-"""ε of both normalisations (torch's default)."""
-BATCH_NORM_MOMENTUM = 0.1
-"""Momentum of BatchNorm's running statistics (torch's default)."""
+_MAX_PLANS = 4
 
-_MAX_WORKSPACES = 4
-
-
-class TrainStep(NamedTuple):
-    """What one :meth:`FFNN.train_step` reports about its batch.
-
-    objective : data loss + L2 term (what the gradient is of). data_loss : the (weighted) mean
-    loss without the L2 term. correct : rows whose argmax equals the label (their total weight
-    with sample weights); None for float targets.
-    """
-
-    objective: float
-    data_loss: float
-    correct: float | int | None
-
-
-@dataclass
-class _Workspace:
-    """Buffers for one batch size N, made once and reused (no allocation in the hot loop).
-
-    acts[i] : (N, H_i) output of layer i (the last one is the logits / network output).
-    preacts[i] : (N, H_i) pre-activation of layer i, or None when its activation does not need it.
-    dacts[i] : (N, H_i) gradient with respect to acts[i]; the backward pass of layer i+1 writes it.
-    probs : (N, C) softmax probabilities (softmax head). targets : (N, C) one-hot targets (MSE head).
-    dropped[i], masks[i], uniforms[i] : (N, H_i) for hidden layers with dropout (else None): the
-    layer output after dropout (what the next layer reads in training), the scaled keep-mask, and
-    the uniform draws it was made from.
-    linear[i] : (N, H_i) dense output ``Z`` of a normalised hidden layer (else None); for those
-    layers ``preacts[i]`` holds the normalised ``U = γ x̂ + β`` the activation reads.
-    norm_mean[i], norm_inv_std[i] : the statistics the last forward pass normalised with:
-    (H_i,) for batch norm, (N,) for layer norm (else None).
-    """
-
-    acts: list[np.ndarray]
-    preacts: list[np.ndarray | None]
-    dacts: list[np.ndarray]
-    probs: np.ndarray
-    targets: np.ndarray
-    dropped: list[np.ndarray | None]
-    masks: list[np.ndarray | None]
-    uniforms: list[np.ndarray | None]
-    linear: list[np.ndarray | None]
-    norm_mean: list[np.ndarray | None]
-    norm_inv_std: list[np.ndarray | None]
+__all__ = ["FFNN", "TrainStep", "OUTPUTS", "NORMALIZATIONS", "NORM_EPS", "BATCH_NORM_MOMENTUM"]
 
 
 class FFNN:
@@ -235,7 +188,8 @@ class FFNN:
         init_rng = np.random.default_rng(init_seq)
         for W, _ in self.params:
             W[...] = initial_weights(self.init, init_rng, W.shape[0], W.shape[1], self.init_std)
-        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
+        self._plans: OrderedDict[int, StepPlan] = OrderedDict()
+        self._last_plan: StepPlan | None = None
 
     # ------------------------------------------------------------------ structure
     def _views(self, flat: np.ndarray, shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -296,39 +250,21 @@ class FFNN:
                 f"dtype={self.dtype.name}, params={self.n_params})")
 
     # ------------------------------------------------------------------ work buffers
-    def _workspace(self, n: int) -> _Workspace:
-        ws = self._workspaces.get(n)
-        if ws is not None:
-            self._workspaces.move_to_end(n)
-            return ws
-        widths = self.layer_sizes[1:]
-        rates = self.dropout + (0.0,)
-        norms = self.normalization + (None,)
+    def plan(self, n: int) -> StepPlan:
+        """The :class:`~fastnn.backends.plan.StepPlan` of this network at batch size ``n``.
 
-        def dropout_buffers():
-            return [np.empty((n, h), self.dtype) if p > 0 else None for h, p in zip(widths, rates)]
-
-        ws = _Workspace(
-            acts=[np.empty((n, h), self.dtype) for h in widths],
-            preacts=[np.empty((n, h), self.dtype) if resolve_activation(a).needs_preactivation else None
-                     for h, a in zip(widths, self.activations)],
-            dacts=[np.empty((n, h), self.dtype) for h in widths],
-            probs=np.empty((n, self.n_outputs), self.dtype),
-            targets=np.empty((n, self.n_outputs), self.dtype),
-            dropped=dropout_buffers(), masks=dropout_buffers(), uniforms=dropout_buffers(),
-            linear=[np.empty((n, h), self.dtype) if k else None for h, k in zip(widths, norms)],
-            norm_mean=[np.empty(h if k == "batch" else n, self.dtype) if k else None
-                       for h, k in zip(widths, norms)],
-            norm_inv_std=[np.empty(h if k == "batch" else n, self.dtype) if k else None
-                          for h, k in zip(widths, norms)],
-        )
-        for i, kind in enumerate(norms):  # a normalised layer's activation reads U from preacts
-            if kind is not None and ws.preacts[i] is None:
-                ws.preacts[i] = np.empty((n, widths[i]), self.dtype)
-        self._workspaces[n] = ws
-        if len(self._workspaces) > _MAX_WORKSPACES:
-            self._workspaces.popitem(last=False)
-        return ws
+        Made on first use (one flat work buffer of every (n, H) array a step needs) and kept for
+        the last few batch sizes used, so the training loop allocates nothing per step. The
+        plan's buffers hold the last step's (or forward pass's) values for that batch size.
+        """
+        plan = self._plans.get(n)
+        if plan is not None:
+            self._plans.move_to_end(n)
+            return plan
+        plan = self._plans[n] = build_plan(self, check_positive_int("n", n))
+        if len(self._plans) > _MAX_PLANS:
+            self._plans.popitem(last=False)
+        return plan
 
     # ------------------------------------------------------------------ input checks
     def check_X(self, X: object) -> np.ndarray:
@@ -372,105 +308,35 @@ class FFNN:
             raise ValueError(f"train_step needs sample_weight as a ({n},) {self.dtype} array; "
                              "validate it with check_sample_weight.")
 
-    # ------------------------------------------------------------------ forward / backward
-    def _forward(self, X: np.ndarray, ws: _Workspace, training: bool = False) -> np.ndarray:
-        """Forward pass into ``ws``; with ``training``, dropout masks are drawn and applied."""
-        inp = X
-        norms = self.normalization + (None,)
-        for i, ((W, b), act, kind) in enumerate(zip(self.params, self.activations, norms)):
-            if kind is None:
-                self.backend.dense_forward(inp, W, b, act, ws.acts[i], ws.preacts[i])
-            else:
-                self._normalised_forward(i, inp, ws, training)
-            inp = ws.acts[i]
-            if training and ws.masks[i] is not None:
-                self.noise_rng.random(out=ws.uniforms[i], dtype=self.dtype)
-                inp = self.backend.dropout_forward(inp, ws.uniforms[i], self.dropout[i], ws.dropped[i],
-                                                   ws.masks[i])
-        return inp
-
-    def _normalised_forward(self, i: int, inp: np.ndarray, ws: _Workspace, training: bool) -> None:
-        """Hidden layer i as Linear → Norm → activation: Z in ``linear``, U in ``preacts``, Y in ``acts``."""
-        W, b = self.params[i]
-        gamma, beta = self.norm_params[i]
-        self.backend.dense_forward(inp, W, b, "identity", ws.linear[i])
-        if self.normalization[i] == "batch":
-            running_mean, running_var = self.running_stats[i]
-            self.backend.batch_norm_forward(ws.linear[i], gamma, beta, ws.preacts[i], ws.norm_mean[i],
-                                            ws.norm_inv_std[i], running_mean, running_var, training,
-                                            BATCH_NORM_MOMENTUM, NORM_EPS)
-        else:
-            self.backend.layer_norm_forward(ws.linear[i], gamma, beta, ws.preacts[i], ws.norm_mean[i],
-                                            ws.norm_inv_std[i], NORM_EPS)
-        self.backend.activation_forward(ws.preacts[i], self.activations[i], ws.acts[i])
-
-    def _normalised_backward(self, i: int, ws: _Workspace, training: bool) -> None:
-        """Backward of :meth:`_normalised_forward` up to dZ, written into ``ws.dacts[i]``."""
-        gamma, _ = self.norm_params[i]
-        dgamma, dbeta = self.norm_grads[i]
-        self.backend.activation_backward(ws.acts[i], ws.dacts[i], self.activations[i], ws.preacts[i])
-        if self.normalization[i] == "batch":
-            self.backend.batch_norm_backward(ws.linear[i], gamma, ws.norm_mean[i], ws.norm_inv_std[i],
-                                             ws.dacts[i], dgamma, dbeta, training)
-        else:
-            self.backend.layer_norm_backward(ws.linear[i], gamma, ws.norm_mean[i], ws.norm_inv_std[i],
-                                             ws.dacts[i], dgamma, dbeta)
-
-    def _layer_input(self, i: int, X: np.ndarray, ws: _Workspace, training: bool) -> np.ndarray:
-        if i == 0:
-            return X
-        if training and ws.masks[i - 1] is not None:
-            return ws.dropped[i - 1]
-        return ws.acts[i - 1]
-
-    def _data_loss(self, y: np.ndarray, ws: _Workspace, sample_weight: np.ndarray | None = None) -> float:
-        """Loss of the head on the last forward pass; writes its gradient into ``ws.dacts[-1]``."""
-        outputs, dout = ws.acts[-1], ws.dacts[-1]
-        if self.output == "softmax":
-            return self.backend.softmax_cross_entropy(outputs, y, ws.probs, dout, self.label_smoothing,
-                                                      sample_weight)
-        if y.ndim == 1:  # one-hot encode labels into the reused target buffer
-            ws.targets.fill(0)
-            np.put_along_axis(ws.targets, y[:, None], 1, axis=1)
-            y = ws.targets
-        return self.backend.mse(outputs, y, dout, sample_weight)
-
-    def _backward(self, X: np.ndarray, ws: _Workspace, training: bool) -> None:
-        for i in range(len(self.params) - 1, -1, -1):
-            W, _ = self.params[i]
-            dW, db = self.grads[i]
-            if training and ws.masks[i] is not None:  # dacts[i] holds ∂L/∂(dropped output)
-                self.backend.dropout_backward(ws.dacts[i], ws.masks[i])
-            dX = None if i == 0 else ws.dacts[i - 1]
-            if ws.linear[i] is None:
-                self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.acts[i],
-                                            ws.dacts[i], self.activations[i], dW, db, dX, ws.preacts[i])
-            else:  # dacts[i] becomes dZ, then the dense part is linear
-                self._normalised_backward(i, ws, training)
-                self.backend.dense_backward(self._layer_input(i, X, ws, training), W, ws.linear[i],
-                                            ws.dacts[i], "identity", dW, db, dX, None)
-
+    # ------------------------------------------------------------------ steps
     def _step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
-              training: bool, count: bool) -> TrainStep:
+              training: bool, update: UpdateRule | None = None,
+              max_grad_norm: float | None = None) -> TrainStep:
         if training and X.shape[0] < 2 and "batch" in self.normalization:
             raise ValueError(f"Expected more than 1 value per channel when training, got a batch of "
                              f"{X.shape[0]} row: batch normalisation needs at least 2 rows per "
                              f"training batch (choose a batch_size that leaves no 1-row last batch, "
                              f"or use normalization='layer').")
-        ws = self._workspace(X.shape[0])
-        self._forward(X, ws, training)
-        data_loss = self._data_loss(y, ws, sample_weight)
-        self._backward(X, ws, training)
-        penalty = self.backend.l2_penalty(self.weights, self.grad_weights, self.l2)
-        correct = count_correct(ws.acts[-1], y, sample_weight) if count and y.ndim == 1 else None
-        return TrainStep(data_loss + penalty, data_loss, correct)
+        plan = self.plan(X.shape[0])
+        if training and plan.has_dropout:  # every layer's draws, in layer order, in one call
+            self.noise_rng.random(out=plan.uniforms, dtype=self.dtype)
+        result = self.backend.train_step(plan, X, y, sample_weight, training, update, max_grad_norm)
+        if training:
+            self._last_plan = plan
+        return result
 
     def train_step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-                   training: bool = True) -> TrainStep:
-        """Loss, gradients and correct count for one batch: the training loop's step.
+                   training: bool = True, optimizer=None,
+                   max_grad_norm: float | None = None) -> TrainStep:
+        """Loss, gradients, correct count and (with ``optimizer``) the update of one batch.
 
         Fills ``model.grads`` (overwriting them) like :meth:`loss_and_grad`, and also reports the
-        data loss and how many rows the forward pass classified correctly.
+        data loss and how many rows the forward pass classified correctly. With ``optimizer`` (an
+        :class:`fastnn.optim.Optimizer` bound to this model) the step also clips the gradients to
+        ``max_grad_norm`` (when given) and applies the optimizer's update, all in one backend call
+        (:meth:`fastnn.backends.base.Backend.train_step`; on the Numba backend one compiled call).
+        The update is skipped, leaving the parameters and the optimizer untouched, when the
+        objective is not finite (``result.updated`` is then False).
 
         X : (N, n_inputs) C-contiguous array of the model's dtype; y : (N,) int64 labels, or (N, C)
         targets of the model's dtype for the identity head; sample_weight : (N,) model dtype or
@@ -481,10 +347,32 @@ class FFNN:
 
         Returns
         -------
-        TrainStep(objective, data_loss, correct)
+        TrainStep(objective, data_loss, correct, grad_norm, updated)
         """
         self._check_batch(X, y, sample_weight)
-        return self._step(X, y, sample_weight, training, count=True)
+        if optimizer is None:
+            if max_grad_norm is not None:
+                raise ValueError("max_grad_norm clips the gradients before an update: pass the "
+                                 "optimizer too, or clip with model.backend.clip_grad_norm.")
+            return self._step(X, y, sample_weight, training)
+        if optimizer.model is not self:
+            raise ValueError("optimizer is bound to a different model than this one.")
+        if max_grad_norm is not None:
+            max_grad_norm = check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False)
+        result = self._step(X, y, sample_weight, training, optimizer.next_rule(), max_grad_norm)
+        if result.updated:
+            optimizer.advance()
+        return result
+
+    def last_hidden_outputs(self) -> list[np.ndarray]:
+        """The last training step's hidden-layer outputs, post-activation and pre-dropout.
+
+        One (N, H_i) view per hidden layer, into the step's plan: valid until the next step or
+        forward pass at that batch size. An empty list before the first training step.
+        """
+        if self._last_plan is None:
+            return []
+        return [layer.out for layer in self._last_plan.layers[:-1]]
 
     def loss_and_grad(self, X, y, training: bool = True, sample_weight=None) -> float:
         """Mean loss over the batch plus the L2 term; fills ``model.grads`` (overwriting them).
@@ -498,14 +386,27 @@ class FFNN:
         X = self.check_X(X)
         y = self.check_y(y, X.shape[0])
         sample_weight = self.check_sample_weight(sample_weight, X.shape[0])
-        return self._step(X, y, sample_weight, training, count=False).objective
+        return self._step(X, y, sample_weight, training).objective
 
     # ------------------------------------------------------------------ inference
     def _iter_outputs(self, X: np.ndarray, batch_size: int):
+        """(start, plan, outputs) per chunk of ``batch_size`` rows: the backend's inference pass."""
         for start in range(0, X.shape[0], batch_size):
             chunk = X[start: start + batch_size]
-            ws = self._workspace(chunk.shape[0])
-            yield start, ws, self._forward(chunk, ws)
+            plan = self.plan(chunk.shape[0])
+            yield start, plan, self.backend.forward(plan, chunk)
+
+    def _head_loss(self, plan: StepPlan, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
+        """The head's loss on the plan's last forward pass (its gradient buffer is overwritten)."""
+        last = plan.layers[-1]
+        if self.output == "softmax":
+            return self.backend.softmax_cross_entropy(last.out, y, plan.probs, last.dout,
+                                                      self.label_smoothing, sample_weight)
+        if y.ndim == 1:
+            plan.targets.fill(0)
+            np.put_along_axis(plan.targets, y[:, None], 1, axis=1)
+            y = plan.targets
+        return self.backend.mse(last.out, y, last.dout, sample_weight)
 
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities (softmax head) or raw outputs (identity head), shape (N, C).
@@ -542,12 +443,12 @@ class FFNN:
     def _evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int,
                   sample_weight: np.ndarray | None) -> dict[str, float]:
         total_loss, correct = 0.0, 0
-        for start, ws, outputs in self._iter_outputs(X, batch_size):
+        for start, plan, outputs in self._iter_outputs(X, batch_size):
             n = outputs.shape[0]
             yb = y[start: start + n]
             wb = None if sample_weight is None else sample_weight[start: start + n]
             weight = n if wb is None else float(np.sum(wb, dtype=np.float64))
-            total_loss += self._data_loss(yb, ws, wb) * weight
+            total_loss += self._head_loss(plan, yb, wb) * weight
             if yb.ndim == 1:
                 correct += count_correct(outputs, yb, wb)
         total = X.shape[0] if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))

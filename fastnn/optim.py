@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from fastnn.backends import Backend, unwrap
+from fastnn.backends.plan import RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD, UpdateRule
 from fastnn.validation import check_float_range
 
 
@@ -73,12 +74,30 @@ class Optimizer(ABC):
 
     def step(self) -> None:
         """Apply one update to ``model.arena`` from ``model.grad_arena`` (in place)."""
-        self.step_count += 1
-        self._update(self.model.arena, self.model.grad_arena)
+        self._update(self.model.arena, self.model.grad_arena, self.next_rule())
+        self.advance()
 
     @abstractmethod
-    def _update(self, param: np.ndarray, grad: np.ndarray) -> None:
+    def next_rule(self) -> UpdateRule:
+        """The next step (step ``step_count + 1``) as an :class:`~fastnn.backends.plan.UpdateRule`:
+        its coefficients, computed here in float64, and the state buffers. Changes nothing: the
+        step counts as taken only after :meth:`advance` (the fused training step calls both, and
+        skips :meth:`advance` when it skipped the update)."""
+
+    def advance(self) -> None:
+        """Count the step that :meth:`next_rule` described as taken."""
+        self.step_count += 1
+
+    @abstractmethod
+    def _update(self, param: np.ndarray, grad: np.ndarray, rule: UpdateRule) -> None:
         """One backend update of ``param`` (the arena) and the state from ``grad`` (read only)."""
+
+    def _rule(self, kind: int, coefficients, *buffers: np.ndarray | None) -> UpdateRule:
+        arena = self.model.arena
+        slots = [arena if b is None else b for b in buffers] + [arena] * (3 - len(buffers))
+        values = np.zeros(8, dtype=np.float64)
+        values[: len(coefficients)] = coefficients
+        return UpdateRule(kind, values, tuple(slots))
 
     # ---------------------------------------------------------------- persistence
     def hyperparameters(self) -> dict:
@@ -180,9 +199,15 @@ class SGD(Optimizer):
                              f"momentum={self.momentum}, dampening={self.dampening}.")
         self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum else None
 
-    def _update(self, param, grad):
-        self.backend.sgd_step(param, grad, self.momentum_buffer, float(self.lr), self.momentum,
-                               self.dampening, self.weight_decay, self.nesterov, self.step_count == 1)
+    def next_rule(self):
+        return self._rule(RULE_SGD, (float(self.lr), self.momentum, self.dampening, self.weight_decay,
+                                     float(self.nesterov), float(self.step_count == 0)),
+                          self.momentum_buffer)
+
+    def _update(self, param, grad, rule):
+        lr, momentum, dampening, weight_decay, nesterov, first = rule.coefficients[:6]
+        self.backend.sgd_step(param, grad, self.momentum_buffer, float(lr), float(momentum),
+                               float(dampening), float(weight_decay), bool(nesterov), bool(first))
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
@@ -241,10 +266,15 @@ class RMSprop(Optimizer):
         self.grad_avg = self._buffer("grad_avg") if self.centered else None
         self.momentum_buffer = self._buffer("momentum_buffer") if self.momentum > 0 else None
 
-    def _update(self, param, grad):
+    def next_rule(self):
+        return self._rule(RULE_RMSPROP, (float(self.lr), self.alpha, self.eps, self.weight_decay,
+                                         self.momentum, float(self.centered)),
+                          self.square_avg, self.grad_avg, self.momentum_buffer)
+
+    def _update(self, param, grad, rule):
+        lr, alpha, eps, weight_decay, momentum, _ = (float(v) for v in rule.coefficients[:6])
         self.backend.rmsprop_step(param, grad, self.square_avg, self.grad_avg, self.momentum_buffer,
-                                   float(self.lr), self.alpha, self.eps, self.weight_decay, self.momentum,
-                                   self.centered)
+                                   lr, alpha, eps, weight_decay, momentum, self.centered)
 
     def hyperparameters(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
@@ -306,13 +336,18 @@ class Adam(Optimizer):
         self.exp_avg = self._buffer("exp_avg")
         self.exp_avg_sq = self._buffer("exp_avg_sq")
 
-    def _update(self, param, grad):
+    def next_rule(self):
         beta1, beta2 = self.betas
-        t = self.step_count
+        t = self.step_count + 1
         coupled, param_decay = _weight_decay_terms(self.lr, self.weight_decay,
                                                    self.decoupled_weight_decay)
-        self.backend.adam_step(param, grad, self.exp_avg, self.exp_avg_sq, float(self.lr), beta1, beta2,
-                               self.eps, coupled, 1.0 - beta1 ** t, 1.0 - beta2 ** t, param_decay)
+        return self._rule(RULE_ADAM, (float(self.lr), beta1, beta2, self.eps, coupled,
+                                      1.0 - beta1 ** t, 1.0 - beta2 ** t, param_decay),
+                          self.exp_avg, self.exp_avg_sq)
+
+    def _update(self, param, grad, rule):
+        self.backend.adam_step(param, grad, self.exp_avg, self.exp_avg_sq,
+                               *(float(v) for v in rule.coefficients))
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -390,18 +425,29 @@ class NAdam(Optimizer):
         self.exp_avg = self._buffer("exp_avg")
         self.exp_avg_sq = self._buffer("exp_avg_sq")
 
-    def _update(self, param, grad):
+    def _mu(self, t: int) -> float:
+        """The momentum schedule μ_t = β1 (1 - ½ 0.96^(t ψ))."""
+        return self.betas[0] * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
+
+    def next_rule(self):
         beta1, beta2 = self.betas
-        t = self.step_count
-        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
-        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
-        self.mu_product *= mu
-        grad_coef = self.lr * (1.0 - mu) / (1.0 - self.mu_product)
-        avg_coef = self.lr * mu_next / (1.0 - self.mu_product * mu_next)
+        t = self.step_count + 1
+        mu, mu_next = self._mu(t), self._mu(t + 1)
+        mu_product = self.mu_product * mu
+        grad_coef = self.lr * (1.0 - mu) / (1.0 - mu_product)
+        avg_coef = self.lr * mu_next / (1.0 - mu_product * mu_next)
         coupled, param_decay = _weight_decay_terms(self.lr, self.weight_decay,
                                                    self.decoupled_weight_decay)
-        self.backend.nadam_step(param, grad, self.exp_avg, self.exp_avg_sq, beta1, beta2, self.eps,
-                                coupled, 1.0 - beta2 ** t, grad_coef, avg_coef, param_decay)
+        return self._rule(RULE_NADAM, (beta1, beta2, self.eps, coupled, 1.0 - beta2 ** t, grad_coef,
+                                       avg_coef, param_decay), self.exp_avg, self.exp_avg_sq)
+
+    def advance(self):
+        self.mu_product *= self._mu(self.step_count + 1)
+        super().advance()
+
+    def _update(self, param, grad, rule):
+        self.backend.nadam_step(param, grad, self.exp_avg, self.exp_avg_sq,
+                                *(float(v) for v in rule.coefficients))
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,

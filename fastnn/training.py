@@ -1,7 +1,8 @@
 """The training loop: mini-batches, per-epoch shuffling, validation, metrics and callbacks.
 
 The loop gathers each batch into buffers made once per ``fit`` (through the backend's
-``gather_rows``), calls ``model.train_step`` and ``optimizer.step``, and reports to callbacks.
+``gather_rows``), calls ``model.train_step`` with the optimizer (forward, loss, backward, clipping
+and the update in one backend call), and reports to callbacks.
 Like the model, it validates the data once per ``fit`` (and what a user's ``augment`` returns,
 once per batch) and then calls the backend's operations directly on buffers and indices it made
 itself. Batch order comes from ``model.shuffle_rng``, so a seed fixes it on every backend.
@@ -270,16 +271,16 @@ class Trainer:
                     wb = None if w is None else np.take(w, idx, out=w_buf[:m])
                     if self.augment is not None:
                         xb = check_augmented(self.augment(model, xb), xb.shape, model.dtype)
-                    step = model.train_step(xb, yb, wb)
-                    if not math.isfinite(step.objective):
+                    # forward, loss, backward, clipping and the update: one backend call
+                    step = model.train_step(xb, yb, wb, optimizer=self.optimizer,
+                                            max_grad_norm=self.max_grad_norm)
+                    if not math.isfinite(step.objective):  # the update was skipped
                         raise TrainingDivergedError(
                             f"the training loss became {step.objective} at epoch {self.epoch}, step "
                             f"{self.global_step + 1} (lr={self.optimizer.lr}); lower the learning "
                             f"rate, standardise the inputs, or add gradient clipping.")
                     if self.max_grad_norm is not None:
-                        self.last_grad_norm = model.backend.clip_grad_norm(model.grad_arena,
-                                                                           self.max_grad_norm)
-                    self.optimizer.step()
+                        self.last_grad_norm = step.grad_norm
                     self.global_step += 1
                     total += step.data_loss * (m if wb is None else float(np.sum(wb, dtype=np.float64)))
                     if classify:

@@ -23,7 +23,7 @@ def test_dropout_masks_have_the_right_rate_and_scale(backend_name):
     model = fastnn.FFNN([20, 400, 3], dropout=0.3, backend=backend_name, seed=0)
     X = np.random.default_rng(0).normal(size=(256, 20))
     model.loss_and_grad(X, np.zeros(256, dtype=int))
-    mask = model._workspace(256).masks[0]
+    mask = model.plan(256).layers[0].mask
     assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.7)}
     assert np.mean(mask == 0) == pytest.approx(0.3, abs=0.01)
 

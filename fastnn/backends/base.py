@@ -40,6 +40,7 @@ OPERATIONS = (
     "sgd_step", "rmsprop_step", "adam_step", "nadam_step",
     "dropout_forward", "dropout_backward", "clip_grad_norm",
     "shift_flip_images", "gather_rows",
+    "forward", "train_step",
 )
 
 
@@ -363,6 +364,45 @@ class Backend:
         out : (N, D) of X's dtype, overwritten. Returns out.
         """
         self._missing("gather_rows")
+
+    # ---------------------------------------------------------------- whole steps
+    def forward(self, plan, X):
+        """Inference: the network's forward pass in evaluation mode.
+
+        Parameters
+        ----------
+        plan : :class:`fastnn.backends.plan.StepPlan` of the network at batch size N (from
+            :meth:`fastnn.FFNN.plan`); its work buffers are overwritten.
+        X : (N, D) float array, read only.
+
+        Returns
+        -------
+        The last layer's output buffer (N, C) (logits, or the outputs of an identity head): a view
+        into the plan, valid until the plan is used again. No dropout; BatchNorm uses its running
+        statistics; nothing outside the plan's buffers is written.
+        """
+        self._missing("forward")
+
+    def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
+                   max_grad_norm=None):
+        """One training step: forward, loss, backward, L2, clipping and the optimizer update.
+
+        Parameters
+        ----------
+        plan : :class:`fastnn.backends.plan.StepPlan` at batch size N; work buffers overwritten.
+        X : (N, D) float, read only. y : (N,) int64 labels in [0, C), or (N, C) float targets for
+            an identity head. sample_weight : (N,) float or None (weighted mean loss).
+        training : dropout on (the plan's ``uniforms`` hold this step's draws) and BatchNorm with
+            batch statistics (running statistics updated in place); else evaluation mode.
+        update : :class:`fastnn.backends.plan.UpdateRule` or None (gradients only). When given and
+            the objective is finite, the parameter arena and the rule's buffers are updated in
+            place; otherwise neither is touched.
+        max_grad_norm : None, or clip the gradients' global L2 norm to this (> 0) before the update.
+
+        Writes the gradient arena (overwritten with the gradient of the objective, clipped when
+        asked). Returns a :class:`fastnn.backends.plan.TrainStep`.
+        """
+        self._missing("train_step")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

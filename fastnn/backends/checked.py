@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn.activations import resolve_activation
+from fastnn.backends import plan as plans
 from fastnn.backends.base import Backend
 from fastnn.validation import check_float_range, check_label_smoothing
 
@@ -99,6 +100,106 @@ def check_weights(sample_weight: object, N: int, dtype: np.dtype) -> np.ndarray 
         raise ValueError("sample_weight must hold finite values >= 0, got values in "
                          f"[{w.min()}, {w.max()}].")
     return w
+
+
+def check_plan(plan: object, X: object) -> np.ndarray:
+    """A :class:`~fastnn.backends.plan.StepPlan` whose tables a compiled step can trust, and an
+    input ``X`` of its shape. Every offset of ``plan.table`` must lie inside the arrays it indexes
+    (a kernel does not check bounds), layer widths must chain, codes must be known."""
+    if not isinstance(plan, plans.StepPlan):
+        raise TypeError(f"plan must be a fastnn.backends.plan.StepPlan (from FFNN.plan), got "
+                        f"{type(plan).__name__}.")
+    arena = check_float("plan.arena", plan.arena, 1)
+    dtype = arena.dtype
+    for name in ("grad_arena", "flat", "running_mean", "running_var"):
+        check_float(f"plan.{name}", getattr(plan, name), 1, dtype)
+        check_writable(f"plan.{name}", getattr(plan, name))
+    check_writable("plan.arena", arena)
+    check_shape("plan.grad_arena", plan.grad_arena, arena.shape)
+    check_shape("plan.running_var", plan.running_var, plan.running_mean.shape)
+    table, rates, head = plan.table, plan.rates, plan.head_table
+    if not (isinstance(table, np.ndarray) and table.dtype == np.int64 and table.ndim == 2
+            and table.shape[1] == plans.N_COLUMNS and table.shape[0] >= 1 and table.flags.c_contiguous):
+        raise ValueError(f"plan.table must be a C-contiguous (L, {plans.N_COLUMNS}) int64 array.")
+    L = table.shape[0]
+    if not (isinstance(rates, np.ndarray) and rates.dtype == np.float64 and rates.shape == (L,)
+            and np.all((rates >= 0) & (rates < 1))):
+        raise ValueError(f"plan.rates must be ({L},) float64 dropout rates in [0, 1).")
+    if not (isinstance(head, np.ndarray) and head.dtype == np.int64 and head.shape == (3,)):
+        raise ValueError("plan.head_table must be a (3,) int64 array.")
+    if not (isinstance(plan.result, np.ndarray) and plan.result.dtype == np.float64
+            and plan.result.shape == (5,) and plan.result.flags.writeable):
+        raise ValueError("plan.result must be a writeable (5,) float64 array.")
+    X = check_float("X", X, 2, dtype)
+    N = X.shape[0]
+    if N != plan.n or N == 0:
+        raise ValueError(f"X has {N} rows, but the plan is for batches of {plan.n}.")
+    sizes = {"arena": arena.size, "flat": plan.flat.size, "running": plan.running_mean.size}
+
+    def inside(what, offset, length, where, optional=False):
+        if optional and offset == -1:
+            return
+        if offset < 0 or offset + length > sizes[where]:
+            raise ValueError(f"plan.table: {what} [{offset}, {offset + length}) lies outside "
+                             f"plan.{where} ({sizes[where]} elements).")
+
+    width = X.shape[1]
+    for l in range(L):
+        row = table[l]
+        D, H = int(row[plans.COL_D]), int(row[plans.COL_H])
+        if D != width or H < 1:
+            raise ValueError(f"plan.table: layer {l} takes {D} inputs and has {H} outputs; it "
+                             f"must take {width} (the previous width) and have at least 1.")
+        if not 0 <= row[plans.COL_ACT] < 7 or row[plans.COL_NORM] not in (0, 1, 2):
+            raise ValueError(f"plan.table: layer {l} has an unknown activation or norm code.")
+        inside(f"layer {l} W", row[plans.COL_W], D * H, "arena")
+        inside(f"layer {l} b", row[plans.COL_B], H, "arena")
+        for col in (plans.COL_OUT, plans.COL_DOUT):
+            inside(f"layer {l} buffer", row[col], N * H, "flat")
+        for col in (plans.COL_PREACT, plans.COL_DROPPED, plans.COL_MASK, plans.COL_UNIFORM):
+            inside(f"layer {l} buffer", row[col], N * H, "flat", optional=True)
+        if row[plans.COL_DROPPED] >= 0 and (row[plans.COL_MASK] < 0 or row[plans.COL_UNIFORM] < 0):
+            raise ValueError(f"plan.table: layer {l} has dropout without a mask or uniforms.")
+        norm = row[plans.COL_NORM]
+        if norm != plans.NORM_NONE:
+            stat = H if norm == plans.NORM_BATCH else N
+            for col in (plans.COL_LINEAR, plans.COL_PREACT):
+                inside(f"layer {l} norm buffer", row[col], N * H, "flat")
+            for col in (plans.COL_MEAN, plans.COL_INV_STD):
+                inside(f"layer {l} statistics", row[col], stat, "flat")
+            inside(f"layer {l} gamma/beta", row[plans.COL_GAMMA], H, "arena")
+            inside(f"layer {l} gamma/beta", row[plans.COL_BETA], H, "arena")
+            if norm == plans.NORM_BATCH:
+                inside(f"layer {l} running statistics", row[plans.COL_RUNNING], H, "running")
+        width = H
+    if head[plans.HEAD_KIND] not in (plans.HEAD_SOFTMAX, plans.HEAD_MSE):
+        raise ValueError("plan.head_table has an unknown head kind.")
+    inside("probs", head[plans.HEAD_PROBS], N * width, "flat")
+    inside("targets", head[plans.HEAD_TARGETS], N * width, "flat")
+    return X
+
+
+def check_update(update: object, plan: "plans.StepPlan") -> None:
+    """None, or an :class:`~fastnn.backends.plan.UpdateRule` over ``plan``'s arena."""
+    if update is None:
+        return
+    if not isinstance(update, plans.UpdateRule):
+        raise TypeError(f"update must be a fastnn.backends.plan.UpdateRule or None, got "
+                        f"{type(update).__name__}.")
+    if update.kind not in plans.RULE_NAMES:
+        raise ValueError(f"update.kind must be one of {sorted(plans.RULE_NAMES)}, got {update.kind!r}.")
+    c = update.coefficients
+    if not (isinstance(c, np.ndarray) and c.dtype == np.float64 and c.shape == (8,)
+            and np.isfinite(c).all()):
+        raise ValueError("update.coefficients must be 8 finite float64 values.")
+    if not isinstance(update.buffers, tuple) or len(update.buffers) != 3:
+        raise ValueError("update.buffers must be a tuple of three arrays.")
+    for i, buffer in enumerate(update.buffers):
+        check_float(f"update.buffers[{i}]", buffer, 1, plan.arena.dtype)
+        check_shape(f"update.buffers[{i}]", buffer, plan.arena.shape)
+        check_writable(f"update.buffers[{i}]", buffer)
+        if np.shares_memory(buffer, plan.grad_arena):
+            raise ValueError(f"update.buffers[{i}] must not share memory with the gradients.")
 
 
 def unwrap(backend: Backend) -> Backend:
@@ -422,3 +523,29 @@ class CheckedBackend(Backend):
         check_writable("out", out)
         check_disjoint("out", out, "X", X)
         return self.unchecked.gather_rows(X, np.ascontiguousarray(indices), out)
+
+    # ---------------------------------------------------------------- whole steps
+    def forward(self, plan, X):
+        X = check_plan(plan, X)
+        return self.unchecked.forward(plan, X)
+
+    def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
+                   max_grad_norm=None):
+        X = check_plan(plan, X)
+        N, C = X.shape[0], int(plan.table[-1, 1])
+        if isinstance(y, np.ndarray) and y.ndim == 2:
+            if plan.head_table[0] != plans.HEAD_MSE:
+                raise ValueError("float targets need an identity (MSE) head; pass int labels.")
+            check_float("y", y, 2, X.dtype)
+            check_shape("y", y, (N, C))
+        else:
+            check_labels(y, N, C)
+            y = np.ascontiguousarray(y, dtype=np.int64)
+        sample_weight = check_weights(sample_weight, N, X.dtype)
+        check_update(update, plan)
+        if max_grad_norm is not None:
+            max_grad_norm = check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False)
+        if training and N < 2 and np.any(plan.table[:, 11] == plans.NORM_BATCH):
+            raise ValueError("batch normalisation needs at least 2 rows per training batch.")
+        return self.unchecked.train_step(plan, X, y, sample_weight, bool(training), update,
+                                         max_grad_norm)

@@ -23,7 +23,8 @@ from scipy import special
 from fastnn.activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from fastnn.backends import threads as _threads
 from fastnn.backends.numpy import NumpyBackend, _weight_total
-from fastnn.kernels import dense, images, losses, normalization, optimizers, regularisation, rows
+from fastnn.backends.plan import NO_UPDATE, TrainStep
+from fastnn.kernels import dense, images, losses, normalization, optimizers, regularisation, rows, step
 
 # Smallest amount of work (elements) for which a kernel's parallel path beats its serial one,
 # measured on 2 cores: waking Numba's sleeping pool costs ~80 µs there, so only large elementwise
@@ -77,6 +78,8 @@ class NumbaBackend(NumpyBackend):
         # stands in for the dX and sample-weight arguments the kernels skip (never written)
         self._no_dX = {dt: np.empty((0, 0), dt) for dt in (np.dtype(np.float32), np.dtype(np.float64))}
         self._no_weights = {dt: np.empty(0, dt) for dt in self._no_dX}
+        self._no_labels = np.zeros(0, np.intp)
+        self._no_coefficients = np.zeros(8, np.float64)
 
     def _scratch(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A work buffer of this shape and dtype, made once and reused (one per calling thread)."""
@@ -246,6 +249,51 @@ class NumbaBackend(NumpyBackend):
         rows.gather_rows_kernel(X, indices.astype(np.intp, copy=False), out,
                                 self._blocks(out.size, PARALLEL_MIN_OPTIMIZER))
         return out
+
+    # ---- whole steps: one compiled call each (kernels/step.py)
+    def forward(self, plan, X):
+        previous = -1 if self._pin is None else self._pin.pin(self.threads)
+        try:
+            step.forward_kernel(X, plan.flat, plan.table, plan.rates, plan.arena, plan.running_mean,
+                                plan.running_var, plan.slope, plan.norm_eps, plan.bn_momentum,
+                                self.setup.gemm[X.dtype])
+        finally:
+            if previous != -1:
+                self._pin.restore(previous)
+        return plan.layers[-1].out
+
+    def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
+                   max_grad_norm=None):
+        dtype = X.dtype
+        has_labels = y.ndim == 1
+        labels = y.astype(np.intp, copy=False) if has_labels else self._no_labels
+        targets = self._no_dX[dtype] if has_labels else y
+        weighted = sample_weight is not None
+        weights = sample_weight if weighted else self._no_weights[dtype]
+        total = _weight_total(sample_weight) if weighted else float(X.shape[0])
+        if update is None:
+            kind, coefficients, buffers = NO_UPDATE, self._no_coefficients, (plan.arena,) * 3
+        else:
+            kind, coefficients, buffers = update
+        previous = -1 if self._pin is None else self._pin.pin(self.threads)
+        try:
+            step.train_step_kernel(
+                X, labels, has_labels, targets, not has_labels, weights, weighted, total, plan.flat,
+                plan.table, plan.rates, plan.head_table, plan.arena, plan.grad_arena,
+                plan.running_mean, plan.running_var, plan.label_smoothing, plan.l2, plan.slope,
+                plan.norm_eps, plan.bn_momentum, training,
+                0.0 if max_grad_norm is None else float(max_grad_norm), kind, coefficients,
+                buffers[0], buffers[1], buffers[2], self.setup.gemm[dtype], plan.result)
+        finally:
+            if previous != -1:
+                self._pin.restore(previous)
+        data_loss, penalty, correct, norm, updated = plan.result.tolist()
+        if has_labels:
+            correct = float(correct) if weighted else int(correct)
+        else:
+            correct = None
+        return TrainStep(data_loss + penalty, data_loss, correct,
+                         None if max_grad_norm is None else norm, updated == 1.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threads={self.threads})"

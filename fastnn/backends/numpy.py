@@ -13,6 +13,8 @@ from scipy import special
 
 from fastnn.activations import LEAKY_RELU_SLOPE
 from fastnn.backends.base import Backend
+from fastnn.backends.plan import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD, LayerPlan,
+                                  StepPlan, TrainStep, UpdateRule)
 
 
 def _weight_total(sample_weight: np.ndarray) -> float:
@@ -293,3 +295,107 @@ class NumpyBackend(Backend):
     def gather_rows(self, X, indices, out):
         np.take(X, indices, axis=0, out=out)
         return out
+
+    # ---- whole steps, composed of the operations above (one line per step of the math)
+    def forward(self, plan, X):
+        self._forward(plan, X, training=False)
+        return plan.layers[-1].out
+
+    def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
+                   max_grad_norm=None):
+        self._forward(plan, X, training)
+        data_loss = self._loss(plan, y, sample_weight)
+        last = plan.layers[-1]
+        correct = None
+        if y.ndim == 1:
+            hits = np.argmax(last.out, axis=1) == y
+            correct = (int(np.count_nonzero(hits)) if sample_weight is None
+                       else float(np.sum(sample_weight[hits], dtype=np.float64)))
+        for i in range(len(plan.layers) - 1, -1, -1):
+            self._layer_backward(plan, i, X, training)
+        penalty = self.l2_penalty(plan.weights, plan.grad_weights, plan.l2)
+        grad_norm = None
+        if max_grad_norm is not None:
+            grad_norm = self.clip_grad_norm(plan.grad_arena, max_grad_norm)
+        updated = False
+        if update is not None and update.kind != NO_UPDATE and math.isfinite(data_loss + penalty):
+            self.apply_update(update, plan.arena, plan.grad_arena)
+            updated = True
+        return TrainStep(data_loss + penalty, data_loss, correct, grad_norm, updated)
+
+    def apply_update(self, rule: UpdateRule, param: np.ndarray, grad: np.ndarray) -> None:
+        """Apply an optimizer's :class:`~fastnn.backends.plan.UpdateRule` to ``param`` (in place)
+        from ``grad`` with this backend's optimizer operations. A helper, not an interface op."""
+        c, (s1, s2, s3) = rule.coefficients, rule.buffers
+        if rule.kind == RULE_SGD:
+            self.sgd_step(param, grad, None if c[1] == 0.0 else s1, float(c[0]), float(c[1]),
+                          float(c[2]), float(c[3]), bool(c[4]), bool(c[5]))
+        elif rule.kind == RULE_RMSPROP:
+            self.rmsprop_step(param, grad, s1, s2 if c[5] else None, s3 if c[4] > 0 else None,
+                              float(c[0]), float(c[1]), float(c[2]), float(c[3]), float(c[4]),
+                              bool(c[5]))
+        elif rule.kind == RULE_ADAM:
+            self.adam_step(param, grad, s1, s2, *(float(v) for v in c))
+        elif rule.kind == RULE_NADAM:
+            self.nadam_step(param, grad, s1, s2, *(float(v) for v in c))
+        else:
+            raise ValueError(f"unknown update rule {rule.kind!r}.")
+
+    def _forward(self, plan: StepPlan, X: np.ndarray, training: bool) -> None:
+        """Every layer: Linear (→ Norm) → activation (→ dropout in training)."""
+        inp = X
+        for layer in plan.layers:
+            if layer.norm is None:
+                self.dense_forward(inp, layer.W, layer.b, layer.activation, layer.out, layer.preact)
+            else:
+                self.dense_forward(inp, layer.W, layer.b, "identity", layer.linear)
+                if layer.norm == "batch":
+                    self.batch_norm_forward(layer.linear, layer.gamma, layer.beta, layer.preact,
+                                            layer.mean, layer.inv_std, layer.running_mean,
+                                            layer.running_var, training, plan.bn_momentum,
+                                            plan.norm_eps)
+                else:
+                    self.layer_norm_forward(layer.linear, layer.gamma, layer.beta, layer.preact,
+                                            layer.mean, layer.inv_std, plan.norm_eps)
+                self.activation_forward(layer.preact, layer.activation, layer.out)
+            inp = layer.out
+            if training and layer.mask is not None:
+                inp = self.dropout_forward(layer.out, layer.uniform, layer.dropout, layer.dropped,
+                                           layer.mask)
+
+    def _loss(self, plan: StepPlan, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
+        """The head's loss on the last output; its gradient into the last layer's ``dout``."""
+        last = plan.layers[-1]
+        if plan.output == "softmax":
+            return self.softmax_cross_entropy(last.out, y, plan.probs, last.dout,
+                                              plan.label_smoothing, sample_weight)
+        if y.ndim == 1:  # one-hot encode labels into the plan's target buffer
+            plan.targets.fill(0)
+            np.put_along_axis(plan.targets, y[:, None], 1, axis=1)
+            y = plan.targets
+        return self.mse(last.out, y, last.dout, sample_weight)
+
+    def _layer_backward(self, plan: StepPlan, i: int, X: np.ndarray, training: bool) -> None:
+        """Layer i from ∂L/∂output (its ``dout``) to dW, db (dγ, dβ) and the previous ``dout``."""
+        layer: LayerPlan = plan.layers[i]
+        below = plan.layers[i - 1] if i > 0 else None
+        if below is None:
+            inp = X
+        else:
+            inp = below.dropped if training and below.mask is not None else below.out
+        dX = None if below is None else below.dout
+        if training and layer.mask is not None:  # dout holds ∂L/∂(dropped output)
+            self.dropout_backward(layer.dout, layer.mask)
+        if layer.norm is None:
+            self.dense_backward(inp, layer.W, layer.out, layer.dout, layer.activation, layer.dW,
+                                layer.db, dX, layer.preact)
+            return
+        self.activation_backward(layer.out, layer.dout, layer.activation, layer.preact)
+        if layer.norm == "batch":
+            self.batch_norm_backward(layer.linear, layer.gamma, layer.mean, layer.inv_std,
+                                     layer.dout, layer.dgamma, layer.dbeta, training)
+        else:
+            self.layer_norm_backward(layer.linear, layer.gamma, layer.mean, layer.inv_std,
+                                     layer.dout, layer.dgamma, layer.dbeta)
+        self.dense_backward(inp, layer.W, layer.linear, layer.dout, "identity", layer.dW, layer.db,
+                            dX, None)

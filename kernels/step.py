@@ -1,0 +1,335 @@
+"""The whole training step, and inference, as single compiled calls.
+
+:func:`train_step_kernel` runs forward (GEMM + fused bias/activation, normalisation, dropout), the
+loss and its gradient, backward, L2, gradient clipping and the optimizer update of one batch in one
+call from Python; :func:`forward_kernel` runs the forward pass alone (inference). Both compose the
+serial building blocks of the other kernel modules (the GEMM of :mod:`~fastnn.kernels.blas`, the
+epilogues of :mod:`~fastnn.kernels.dense`, the loss rows of :mod:`~fastnn.kernels.losses`, the
+normalisation kernels, the optimizer blocks), so every number they produce is computed by the
+same code, in the same order, as the operation-by-operation path of the Numba backend.
+
+The network arrives as offset tables (see :mod:`fastnn.backends.plan`): ``table`` (L, 18) int64
+offsets of every layer's parameters in the arena and of its work buffers in one flat buffer
+``flat``; views are made here. So the call has a fixed number of arguments whatever the depth, and
+one compiled version per dtype serves every architecture.
+
+Memory traffic of the update
+----------------------------
+Without gradient clipping, each layer is updated as soon as its gradients are complete (after its
+``dX`` GEMM, which is the last read of its weights in the step): its weights, gradients and
+optimizer state are touched once, while ``W`` and ``dW`` are still in cache from the GEMMs, instead
+of in a separate pass over the whole arena afterwards. Clipping needs the global gradient norm
+first, so with clipping the update is one pass over the arena after the backward pass. The update
+rules are elementwise, so both orders give bit-identical parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastnn.kernels import kernel
+from fastnn.kernels.activations import IDENTITY, activate_row
+from fastnn.kernels.blas import gemm
+from fastnn.kernels.dense import activation_grad_rows, bias_activation_rows
+from fastnn.kernels.losses import (l2_block, mse_block, mse_weighted_rows, softmax_cross_entropy_rows,
+                                   softmax_rows)
+from fastnn.kernels.normalization import (batch_norm_backward_kernel, batch_norm_forward_kernel,
+                                          layer_norm_backward_kernel, layer_norm_forward_kernel)
+from fastnn.kernels.optimizers import adam_block, nadam_block, rmsprop_block, sgd_block
+from fastnn.kernels.regularisation import (clip_grad_norm_kernel, dropout_backward_kernel,
+                                           dropout_forward_kernel)
+
+# Codes and table columns: this module's copy of fastnn.backends.plan's (a test compares them).
+HEAD_SOFTMAX, HEAD_MSE = 0, 1
+NORM_NONE, NORM_BATCH, NORM_LAYER = 0, 1, 2
+NO_UPDATE, RULE_SGD, RULE_RMSPROP, RULE_ADAM, RULE_NADAM = range(5)
+(COL_D, COL_H, COL_W, COL_B, COL_ACT, COL_OUT, COL_PREACT, COL_DOUT, COL_DROPPED, COL_MASK,
+ COL_UNIFORM, COL_NORM, COL_LINEAR, COL_MEAN, COL_INV_STD, COL_GAMMA, COL_BETA, COL_RUNNING) = range(18)
+HEAD_KIND, HEAD_PROBS, HEAD_TARGETS = range(3)
+#: Slots of the ``result`` array the step writes.
+RES_DATA_LOSS, RES_PENALTY, RES_CORRECT, RES_GRAD_NORM, RES_UPDATED = range(5)
+
+
+@kernel(inline="always")
+def _rows(flat, offset, n, h):
+    """The (n, h) C-contiguous view of ``flat`` starting at ``offset``."""
+    return flat[offset: offset + n * h].reshape(n, h)
+
+
+@kernel()
+def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var, slope, norm_eps,
+                         bn_momentum, training, blas):
+    """Layer ``l`` of the forward pass on its (N, D) input ``a`` (flat view): writes the layer's
+    output (and pre-activation / normalisation buffers) into ``flat``."""
+    D, H = table[l, COL_D], table[l, COL_H]
+    W = arena[table[l, COL_W]: table[l, COL_W] + D * H]
+    b = arena[table[l, COL_B]: table[l, COL_B] + H]
+    code = table[l, COL_ACT]
+    out = _rows(flat, table[l, COL_OUT], N, H)
+    norm = table[l, COL_NORM]
+    if norm == NORM_NONE:
+        pre = table[l, COL_PREACT]
+        z_off = pre if pre >= 0 else table[l, COL_OUT]
+        Z = _rows(flat, z_off, N, H)
+        gemm(blas, False, False, N, H, D, a, D, W, H, flat[z_off: z_off + N * H], H)
+        bias_activation_rows(Z, b, code, slope, out)
+        return
+    lin_off = table[l, COL_LINEAR]
+    Zl = _rows(flat, lin_off, N, H)
+    gemm(blas, False, False, N, H, D, a, D, W, H, flat[lin_off: lin_off + N * H], H)
+    bias_activation_rows(Zl, b, IDENTITY, slope, Zl)
+    U = _rows(flat, table[l, COL_PREACT], N, H)
+    gamma = arena[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
+    beta = arena[table[l, COL_BETA]: table[l, COL_BETA] + H]
+    stat = H if norm == NORM_BATCH else N
+    mean = flat[table[l, COL_MEAN]: table[l, COL_MEAN] + stat]
+    inv_std = flat[table[l, COL_INV_STD]: table[l, COL_INV_STD] + stat]
+    if norm == NORM_BATCH:
+        r = table[l, COL_RUNNING]
+        batch_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, running_mean[r: r + H],
+                                  running_var[r: r + H], training, bn_momentum, norm_eps)
+    else:
+        layer_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, norm_eps)
+    for i in range(N):
+        activate_row(U[i], out[i], code, slope)
+
+
+@kernel()
+def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
+             bn_momentum, training, blas):
+    """The forward pass over every layer; dropout (``training`` only) from the drawn uniforms."""
+    N = X.shape[0]
+    L = table.shape[0]
+    in_off = -1
+    for l in range(L):
+        if l == 0:
+            _dense_layer_forward(X.reshape(-1), N, l, flat, table, arena, running_mean, running_var,
+                                 slope, norm_eps, bn_momentum, training, blas)
+        else:
+            D = table[l, COL_D]
+            _dense_layer_forward(flat[in_off: in_off + N * D], N, l, flat, table, arena,
+                                 running_mean, running_var, slope, norm_eps, bn_momentum, training,
+                                 blas)
+        H = table[l, COL_H]
+        in_off = table[l, COL_OUT]
+        if training and table[l, COL_DROPPED] >= 0:
+            dropout_forward_kernel(_rows(flat, table[l, COL_OUT], N, H),
+                                   _rows(flat, table[l, COL_UNIFORM], N, H), rates[l],
+                                   _rows(flat, table[l, COL_DROPPED], N, H),
+                                   _rows(flat, table[l, COL_MASK], N, H))
+            in_off = table[l, COL_DROPPED]
+
+
+@kernel()
+def forward_kernel(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
+                   bn_momentum, blas):
+    """Inference: the forward pass in evaluation mode (no dropout; BatchNorm's running statistics).
+
+    X : (N, D) float, read only. flat : the plan's work buffer, its output views overwritten (the
+    network output is the last layer's ``COL_OUT`` view). Nothing else is written.
+    """
+    _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
+             False, blas)
+
+
+@kernel()
+def _apply_rule(kind, c, p, g, s1, s2, s3):
+    """One optimizer update of the slices ``p`` (params), ``g`` (grads, read only), ``s1..s3`` (state)."""
+    if kind == RULE_SGD:
+        sgd_block(p, g, s1, c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0)
+    elif kind == RULE_RMSPROP:
+        rmsprop_block(p, g, s1, s2, s3, c[0], c[1], c[2], c[3], c[4], c[5] != 0.0)
+    elif kind == RULE_ADAM:
+        adam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+    elif kind == RULE_NADAM:
+        nadam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+
+
+@kernel(inline="always")
+def _update_range(lo, hi, kind, c, arena, grad, s1, s2, s3):
+    _apply_rule(kind, c, arena[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi], s3[lo:hi])
+
+
+@kernel()
+def _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N, flat,
+          table, head_table, label_smoothing):
+    """The head's loss on the last layer's output; its gradient into the last layer's ``dout``."""
+    last = table.shape[0] - 1
+    C = table[last, COL_H]
+    out = _rows(flat, table[last, COL_OUT], N, C)
+    dout = _rows(flat, table[last, COL_DOUT], N, C)
+    if head_table[HEAD_KIND] == HEAD_SOFTMAX:
+        probs = _rows(flat, head_table[HEAD_PROBS], N, C)
+        if weighted and total_weight == 0.0:  # no weight in the batch: loss and gradient zero
+            softmax_rows(out, probs)
+            for i in range(N):
+                for j in range(C):
+                    dout[i, j] = 0.0
+            return 0.0
+        return softmax_cross_entropy_rows(out, labels, weights, weighted, probs, dout,
+                                          label_smoothing, total_weight) / total_weight
+    if has_targets:
+        T = targets
+        return _mse(out, T, dout, weights, weighted, total_weight)
+    T = _rows(flat, head_table[HEAD_TARGETS], N, C)  # one-hot labels
+    for i in range(N):
+        for j in range(C):
+            T[i, j] = 0.0
+        T[i, labels[i]] = 1.0
+    return _mse(out, T, dout, weights, weighted, total_weight)
+
+
+@kernel()
+def _mse(Y, T, dY, weights, weighted, total_weight):
+    N, C = Y.shape
+    if not weighted:
+        n = N * C
+        return mse_block(Y.reshape(-1), T.reshape(-1), dY.reshape(-1), 2.0 / n) / n
+    if total_weight == 0.0:
+        for i in range(N):
+            for j in range(C):
+                dY[i, j] = 0.0
+        return 0.0
+    return mse_weighted_rows(Y, T, dY, weights, 2.0 / (C * total_weight)) / (C * total_weight)
+
+
+@kernel()
+def _count_correct(out, labels, weights, weighted):
+    """Rows whose first maximal output (``np.argmax``: NaN counts as maximal) equals the label;
+    their total weight when ``weighted``."""
+    N, C = out.shape
+    total = 0.0
+    for i in range(N):
+        best, arg = out[i, 0], 0
+        if not math.isnan(best):
+            for j in range(1, C):
+                v = out[i, j]
+                if math.isnan(v):
+                    arg = j
+                    break
+                if v > best:
+                    best, arg = v, j
+        if arg == labels[i]:
+            total += weights[i] if weighted else 1.0
+    return total
+
+
+@kernel()
+def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas):
+    """Layer ``l``'s backward pass from its ``dout`` (∂L/∂output) and its (N, D) input ``a`` (flat
+    view): ``dout`` becomes ∂L/∂Z; dW, db (and dγ, dβ) written into ``grad``; ∂L/∂input into the
+    previous layer's ``dout`` (not for the first layer)."""
+    D, H = table[l, COL_D], table[l, COL_H]
+    code = table[l, COL_ACT]
+    out = _rows(flat, table[l, COL_OUT], N, H)
+    dout_off = table[l, COL_DOUT]
+    dout = _rows(flat, dout_off, N, H)
+    if training and table[l, COL_DROPPED] >= 0:
+        dropout_backward_kernel(dout, _rows(flat, table[l, COL_MASK], N, H))
+    norm = table[l, COL_NORM]
+    pre = table[l, COL_PREACT]
+    if norm == NORM_NONE:
+        if code != IDENTITY:
+            Z = _rows(flat, pre, N, H) if pre >= 0 else out
+            activation_grad_rows(out, Z, dout, code, slope)
+    else:
+        U = _rows(flat, pre, N, H)
+        if code != IDENTITY:
+            activation_grad_rows(out, U, dout, code, slope)
+        Zl = _rows(flat, table[l, COL_LINEAR], N, H)
+        gamma = arena[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
+        dgamma = grad[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
+        dbeta = grad[table[l, COL_BETA]: table[l, COL_BETA] + H]
+        stat = H if norm == NORM_BATCH else N
+        mean = flat[table[l, COL_MEAN]: table[l, COL_MEAN] + stat]
+        inv_std = flat[table[l, COL_INV_STD]: table[l, COL_INV_STD] + stat]
+        if norm == NORM_BATCH:
+            batch_norm_backward_kernel(Zl, gamma, mean, inv_std, dout, dgamma, dbeta, training)
+        else:
+            layer_norm_backward_kernel(Zl, gamma, mean, inv_std, dout, dgamma, dbeta)
+    w_off, b_off = table[l, COL_W], table[l, COL_B]
+    dflat = flat[dout_off: dout_off + N * H]
+    gemm(blas, True, False, D, H, N, a, D, dflat, H, grad[w_off: w_off + D * H], H)
+    db = grad[b_off: b_off + H]
+    for j in range(H):
+        db[j] = 0.0
+    for i in range(N):
+        for j in range(H):
+            db[j] += dout[i, j]
+    if l > 0:
+        dx_off = table[l - 1, COL_DOUT]
+        gemm(blas, False, True, N, D, H, dflat, H, arena[w_off: w_off + D * H], H,
+             flat[dx_off: dx_off + N * D], D)
+
+
+@kernel()
+def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weighted, total_weight,
+                      flat, table, rates, head_table, arena, grad, running_mean, running_var,
+                      label_smoothing, l2, slope, norm_eps, bn_momentum, training, max_norm,
+                      kind, coefficients, s1, s2, s3, blas, result):
+    """One training step of a batch in one call.
+
+    Parameters
+    ----------
+    X : (N, D) float, read only. labels : (N,) intp in [0, C) (any (N,) intp array when
+        ``has_labels`` is false). targets : (N, C) float targets of an MSE head when
+        ``has_targets`` (else any 2-d float array). weights : (N,) float sample weights when
+        ``weighted``; total_weight : their float64 sum (N unweighted).
+    flat, table, rates, head_table : the plan's work buffer and tables
+        (:class:`fastnn.backends.plan.StepPlan`); ``flat``'s views are overwritten (the layers'
+        outputs, gradients, masks, statistics; the dropout uniforms are read).
+    arena : (P,) parameters, **updated in place** by the rule (and only when the loss is finite).
+    grad : (P,) **overwritten** with the gradient of the objective (clipped when ``max_norm > 0``).
+    running_mean, running_var : BatchNorm's running statistics, updated in place when ``training``.
+    label_smoothing, l2, slope, norm_eps, bn_momentum : the model's constants.
+    training : dropout and batch statistics on. max_norm : clip the gradients' global norm to this
+        when > 0 (:func:`clip_grad_norm_kernel`).
+    kind, coefficients, s1, s2, s3 : the optimizer's :class:`~fastnn.backends.plan.UpdateRule`
+        (``kind == NO_UPDATE``: gradients only).
+    blas : GEMM handle (:func:`fastnn.kernels.blas.gemm`).
+    result : (5,) float64, **overwritten**: data loss, L2 penalty, correct count (or weight),
+        gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
+    """
+    N = X.shape[0]
+    L = table.shape[0]
+    _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
+             training, blas)
+    data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,
+                      flat, table, head_table, label_smoothing)
+    last = L - 1
+    correct = 0.0
+    if has_labels:
+        correct = _count_correct(_rows(flat, table[last, COL_OUT], N, table[last, COL_H]), labels,
+                                 weights, weighted)
+    finite = math.isfinite(data_loss)
+    per_layer = kind != NO_UPDATE and max_norm <= 0.0 and finite
+    squares = 0.0
+    for l in range(L - 1, -1, -1):
+        if l == 0:
+            _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas)
+        else:
+            prev = table[l - 1, COL_DROPPED] if training and table[l - 1, COL_DROPPED] >= 0 \
+                else table[l - 1, COL_OUT]
+            D = table[l, COL_D]
+            _layer_backward(flat[prev: prev + N * D], N, l, flat, table, arena, grad, slope,
+                            training, blas)
+        w_off, D, H = table[l, COL_W], table[l, COL_D], table[l, COL_H]
+        if l2 != 0.0:
+            squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)
+        if per_layer:  # this layer's gradients are final: update it while they are in cache
+            _update_range(w_off, w_off + D * H, kind, coefficients, arena, grad, s1, s2, s3)
+            b_off = table[l, COL_B]
+            _update_range(b_off, b_off + H, kind, coefficients, arena, grad, s1, s2, s3)
+            if table[l, COL_NORM] != NORM_NONE:
+                g_off = table[l, COL_GAMMA]
+                _update_range(g_off, g_off + 2 * H, kind, coefficients, arena, grad, s1, s2, s3)
+    norm = 0.0
+    if max_norm > 0.0:
+        norm = clip_grad_norm_kernel(grad, max_norm)
+    if kind != NO_UPDATE and finite and not per_layer:
+        _apply_rule(kind, coefficients, arena, grad, s1, s2, s3)
+    result[RES_DATA_LOSS] = data_loss
+    result[RES_PENALTY] = 0.5 * l2 * squares
+    result[RES_CORRECT] = correct
+    result[RES_GRAD_NORM] = norm
+    result[RES_UPDATED] = 1.0 if kind != NO_UPDATE and finite else 0.0
