@@ -20,7 +20,9 @@ def export(checkpoint, fmt, output, no_normalization):
     """Export a checkpoint of `fastnn train` (or any fastnn.save file) to ONNX or PyTorch.
 
     The export takes raw inputs: the checkpoint's normalisation is the ONNX graph's first nodes, or
-    folded into the first torch Linear layer. Class names go into the ONNX metadata.
+    folded into the first torch Linear layer. Batch / layer normalisation layers become ONNX
+    BatchNormalization / LayerNormalization nodes, or torch BatchNorm1d / LayerNorm modules (the
+    printed module is in evaluation mode). Class names go into the ONNX metadata.
     """
     from fastnn.checkpoint import load_checkpoint
     from fastnn.export import save_torch_state_dict, to_onnx, torch_sequential_source

@@ -7,16 +7,24 @@ Both take the *raw* features a checkpoint was trained from when given the normal
 as :func:`fastnn.data.apply_normalization`):
 
 * ONNX: the normalisation is the graph's first two nodes (``Sub`` mean, ``Div`` std), so it stays
-  visible and exact; then one ``Gemm`` (``X @ W + b``) per layer, each hidden activation
+  visible and exact; then one ``Gemm`` (``X @ W + b``) per layer, for a normalised hidden layer
+  its ``BatchNormalization`` (inference form: ``scale`` γ, ``B`` β, ``input_mean``/``input_var``
+  the running statistics, ``epsilon`` :data:`fastnn.model.NORM_EPS`) or ``LayerNormalization``
+  (``axis=-1``, same ``epsilon``; opset 17 is the first to have it, hence the graph's opset), each
+  hidden activation
   (``Relu``, ``Sigmoid``, ``Tanh``, ``LeakyRelu`` with α = 0.01, ``Softplus``, GELU as
   ``0.5·x·(1 + Erf(x/√2))``; identity adds no node) and, for the softmax head, ``Softmax`` on
   axis 1. Outputs: ``probabilities`` (or ``outputs`` for the identity head), and ``label``
   (int64 argmax, softmax head only). The graph is float32 (float64 models are cast), opset 17,
   with a dynamic batch dimension. Metadata (``metadata_props``): ``class_names`` (JSON list),
   ``normalization``, ``architecture`` (JSON ``FFNN.config()``), ``producer`` fastnn.
-* PyTorch: a ``state_dict`` for ``nn.Sequential(Linear, act, …, Linear[, Softmax(dim=1)])``
-  (:func:`torch_sequential` builds that module); ``Linear.weight`` is ``W.T`` (PyTorch stores
-  (out, in)). The normalisation is folded into the first layer: ``W' = W / std[:, None]``,
+* PyTorch: a ``state_dict`` for ``nn.Sequential(Linear[, BatchNorm1d | LayerNorm], act, …, Linear
+  [, Softmax(dim=1)])`` in evaluation mode (:func:`torch_sequential` builds that module; in
+  evaluation mode ``BatchNorm1d`` uses its running statistics, as ``predict_proba`` does);
+  ``Linear.weight`` is ``W.T`` (PyTorch stores (out, in)); the norm modules get γ, β (and
+  BatchNorm's running mean and variance) as they are (cast to float32), with fastnn's eps and
+  momentum. The input
+  normalisation is folded into the first layer: ``W' = W / std[:, None]``,
   ``b' = b - (mean / std) @ W``, so the module also takes raw features.
 
 ``onnx`` and ``torch`` are imported only by the functions that need them (extras ``fastnn[onnx]``,
@@ -33,9 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from fastnn.activations import LEAKY_RELU_SLOPE, resolve_activation
+from fastnn.model import BATCH_NORM_MOMENTUM, NORM_EPS
 
 ONNX_OPSET = 17
+"""ONNX opset of the graph: 17 is the first with ``LayerNormalization`` (``BatchNormalization``'s
+inference form and every other node exist since opset 15 or earlier)."""
 EXPORTABLE_ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "leaky_relu", "softplus", "gelu")
+EXPORTABLE_NORMALIZATIONS = ("batch", "layer")
 
 
 class ExportError(ValueError):
@@ -49,11 +61,10 @@ def _check_model(model) -> None:
                               f"{list(EXPORTABLE_ACTIVATIONS)}.")
     if model.output not in ("softmax", "identity"):
         raise ExportError(f"The output {model.output!r} cannot be exported.")
-    kinds = sorted({k for k in getattr(model, "normalization", ()) if k})
-    if kinds:
-        raise ExportError(f"Models with {' and '.join(kinds)} normalization layers cannot be exported "
-                          f"yet (their ONNX and PyTorch layers are not written); train without "
-                          f"normalization to export.")
+    for kind in model.normalization:
+        if kind is not None and kind not in EXPORTABLE_NORMALIZATIONS:
+            raise ExportError(f"The normalization {kind!r} cannot be exported. Exportable "
+                              f"normalizations are {list(EXPORTABLE_NORMALIZATIONS)}.")
 
 
 def feature_normalization(mean, std, n_features: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -95,10 +106,27 @@ def to_onnx_model(model, mean=None, std=None, class_names=None):
         nodes.append(helper.make_node("Sub", [x, const("norm_mean", norm[0])], ["centred"]))
         nodes.append(helper.make_node("Div", ["centred", const("norm_std", norm[1])], ["normalized"]))
         x = "normalized"
-    for i, ((W, b), act) in enumerate(zip(model.params, model.activations)):
+    kinds = tuple(model.normalization) + (None,)  # the output layer is never normalised
+    for i, ((W, b), act, kind) in enumerate(zip(model.params, model.activations, kinds)):
         z = f"z{i}"
         nodes.append(helper.make_node("Gemm", [x, const(f"W{i}", W), const(f"b{i}", b)], [z],
                                       name=f"dense{i}"))
+        if kind is not None:  # Linear -> Norm -> activation, as FFNN computes it
+            gamma, beta = model.norm_params[i]
+            if kind == "batch":
+                running_mean, running_var = model.running_stats[i]
+                nodes.append(helper.make_node(
+                    "BatchNormalization",
+                    [z, const(f"bn{i}_scale", gamma), const(f"bn{i}_bias", beta),
+                     const(f"bn{i}_mean", running_mean), const(f"bn{i}_var", running_var)],
+                    # ONNX's momentum weighs the old running value (torch's weighs the new one);
+                    # it only acts in training mode, which an inference graph never runs
+                    [f"n{i}"], name=f"batch_norm{i}", epsilon=NORM_EPS, momentum=1.0 - BATCH_NORM_MOMENTUM))
+            else:
+                nodes.append(helper.make_node(
+                    "LayerNormalization", [z, const(f"ln{i}_scale", gamma), const(f"ln{i}_bias", beta)],
+                    [f"n{i}"], name=f"layer_norm{i}", axis=-1, epsilon=NORM_EPS))
+            z = f"n{i}"
         act = resolve_activation(act).name
         y = f"a{i}"
         if act == "identity":
@@ -167,48 +195,87 @@ _TORCH_MODULES = {"relu": "ReLU()", "sigmoid": "Sigmoid()", "tanh": "Tanh()", "i
                   "leaky_relu": f"LeakyReLU({LEAKY_RELU_SLOPE})", "softplus": "Softplus()", "gelu": "GELU()"}
 
 
-def torch_sequential_source(model) -> str:
-    """Python source of the ``torch.nn.Sequential`` a :func:`to_torch_state_dict` loads into."""
+def _torch_modules(model) -> list[tuple[str, str, int | None]]:
+    """``(kind, source, layer)`` for each module of the exported ``nn.Sequential``, in order.
+
+    ``kind`` is "linear", "batch", "layer", "activation" or "softmax"; ``layer`` the model layer
+    (index into ``model.params``) the module belongs to, None for the softmax head. The module's
+    position in the list is its ``state_dict`` key prefix.
+    """
     _check_model(model)
-    parts = []
+    modules = []
     sizes = model.layer_sizes
-    for i, act in enumerate(model.activations):
-        parts.append(f"torch.nn.Linear({sizes[i]}, {sizes[i + 1]})")
+    kinds = tuple(model.normalization) + (None,)
+    eps = repr(NORM_EPS)
+    for i, (act, kind) in enumerate(zip(model.activations, kinds)):
+        modules.append(("linear", f"torch.nn.Linear({sizes[i]}, {sizes[i + 1]})", i))
+        if kind == "batch":
+            modules.append(("batch", f"torch.nn.BatchNorm1d({sizes[i + 1]}, eps={eps}, "
+                                     f"momentum={BATCH_NORM_MOMENTUM!r})", i))
+        elif kind == "layer":
+            modules.append(("layer", f"torch.nn.LayerNorm({sizes[i + 1]}, eps={eps})", i))
         if i < len(model.activations) - 1:
-            parts.append("torch.nn." + _TORCH_MODULES[resolve_activation(act).name])
+            modules.append(("activation", "torch.nn." + _TORCH_MODULES[resolve_activation(act).name], i))
     if model.output == "softmax":
-        parts.append("torch.nn.Softmax(dim=1)")
-    return "torch.nn.Sequential(" + ", ".join(parts) + ")"
+        modules.append(("softmax", "torch.nn.Softmax(dim=1)", None))
+    return modules
+
+
+def torch_sequential_source(model) -> str:
+    """Python source of the ``torch.nn.Sequential`` a :func:`to_torch_state_dict` loads into.
+
+    The module is put in evaluation mode (``.eval()``): BatchNorm1d then normalises with its
+    running statistics, as ``predict_proba`` does.
+    """
+    parts = [source for _, source, _ in _torch_modules(model)]
+    return "torch.nn.Sequential(" + ", ".join(parts) + ").eval()"
 
 
 def torch_sequential(model):
-    """A fresh ``torch.nn.Sequential`` of the model's shape (float32, untrained)."""
+    """A fresh ``torch.nn.Sequential`` of the model's shape (float32, untrained, evaluation mode)."""
     import torch  # noqa: F401  (used by the evaluated source)
 
     return eval(torch_sequential_source(model), {"torch": torch})  # source built above from a fixed table
 
 
 def to_torch_state_dict(model, mean=None, std=None) -> OrderedDict:
-    """The model's parameters as a float32 ``state_dict`` for :func:`torch_sequential`.
+    """The model's parameters (and BatchNorm's running statistics) as a float32 ``state_dict`` for
+    :func:`torch_sequential`.
 
-    Keys ``"{k}.weight"`` (out, in) and ``"{k}.bias"`` for the k-th module (activations count as
-    modules). With ``mean``/``std`` the normalisation is folded into the first layer.
+    Keys are prefixed by the module's position in the ``nn.Sequential`` (activations count as
+    modules): ``"{k}.weight"`` (out, in) and ``"{k}.bias"`` for a Linear; ``"{k}.weight"`` γ and
+    ``"{k}.bias"`` β (each (H,)) for a BatchNorm1d / LayerNorm, and for BatchNorm1d also
+    ``"{k}.running_mean"``, ``"{k}.running_var"`` (H,) and ``"{k}.num_batches_tracked"`` (int64
+    scalar 0: fastnn does not count batches; torch reads it only when ``momentum=None``). With
+    ``mean``/``std`` the input normalisation is folded into the first layer.
     """
+    modules = _torch_modules(model)  # refuses what cannot be exported before torch is imported
+    norm = feature_normalization(mean, std, model.n_inputs)
     import torch
 
-    _check_model(model)
-    norm = feature_normalization(mean, std, model.n_inputs)
+    def tensor(a) -> "torch.Tensor":
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
     state = OrderedDict()
-    for i, (W, b) in enumerate(model.params):
-        W = np.asarray(W, dtype=np.float64)
-        b = np.asarray(b, dtype=np.float64)
-        if i == 0 and norm is not None:
-            mu, sigma = norm
-            b = b - (mu / sigma) @ W
-            W = W / sigma[:, None]
-        k = 2 * i  # Linear, activation, Linear, …
-        state[f"{k}.weight"] = torch.from_numpy(np.ascontiguousarray(W.T, dtype=np.float32))
-        state[f"{k}.bias"] = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    for k, (kind, _, i) in enumerate(modules):
+        if kind == "linear":
+            W = np.asarray(model.params[i][0], dtype=np.float64)
+            b = np.asarray(model.params[i][1], dtype=np.float64)
+            if i == 0 and norm is not None:
+                mu, sigma = norm
+                b = b - (mu / sigma) @ W
+                W = W / sigma[:, None]
+            state[f"{k}.weight"] = tensor(W.T)
+            state[f"{k}.bias"] = tensor(b)
+        elif kind in ("batch", "layer"):
+            gamma, beta = model.norm_params[i]
+            state[f"{k}.weight"] = tensor(gamma)
+            state[f"{k}.bias"] = tensor(beta)
+            if kind == "batch":
+                running_mean, running_var = model.running_stats[i]
+                state[f"{k}.running_mean"] = tensor(running_mean)
+                state[f"{k}.running_var"] = tensor(running_var)
+                state[f"{k}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
     return state
 
 
@@ -219,6 +286,7 @@ def save_torch_state_dict(model, path, mean=None, std=None) -> Path:
     from fastnn.fileio import atomic_open
 
     path = Path(path)
+    state = to_torch_state_dict(model, mean, std)
     with atomic_open(path) as fh:
-        torch.save(to_torch_state_dict(model, mean, std), fh)
+        torch.save(state, fh)
     return path

@@ -578,15 +578,3 @@ def test_a_last_batch_of_one_row_is_refused_before_training_starts():
     np.testing.assert_array_equal(model.arena, before)  # nothing trained
     model.fit(X, y, epochs=1, batch_size=3)  # 3 batches of 3 are fine
     fastnn.FFNN([4, 6, 3], normalization="layer", seed=0).fit(X, y, epochs=1, batch_size=4)
-
-
-@pytest.mark.parametrize("kind", ["batch", "layer"])
-def test_normalised_models_are_refused_by_export_with_a_clear_error(tmp_path, kind):
-    from fastnn.export import ExportError, to_onnx, to_torch_state_dict
-
-    model = fastnn.FFNN([4, 6, 3], normalization=kind, seed=0)
-    for export in (lambda: to_onnx(model, tmp_path / "m.onnx"), lambda: to_torch_state_dict(model)):
-        with pytest.raises(ExportError, match=f"Models with {kind} normalization layers cannot be "
-                                              f"exported yet"):
-            export()
-    assert not (tmp_path / "m.onnx").exists()
