@@ -142,7 +142,8 @@ class StepPlan:
 
     Attributes
     ----------
-    n : batch size. layers : one :class:`LayerPlan` per layer, input to output.
+    n : batch size. layers : one :class:`LayerPlan` per layer, input to output. activations : the
+    set of activation names the layers use.
     output : "softmax" (softmax + cross-entropy against int labels) or "identity" (MSE).
     label_smoothing, l2 : the loss's ε and λ. slope : leaky ReLU's negative slope.
     norm_eps, bn_momentum : the normalisation layers' ε and BatchNorm's momentum.
@@ -160,6 +161,7 @@ class StepPlan:
 
     n: int
     layers: list[LayerPlan]
+    activations: frozenset[str]
     output: str
     label_smoothing: float
     l2: float
@@ -286,7 +288,7 @@ def build_plan(model, n: int) -> StepPlan:
             inv_std=buffer(row[COL_INV_STD], (stat,)), running_mean=rmean, running_var=rvar))
     head = HEAD_SOFTMAX if model.output == "softmax" else HEAD_MSE
     return StepPlan(
-        n=n, layers=layers, output=model.output, label_smoothing=float(model.label_smoothing),
+        n=n, layers=layers, activations=frozenset(model.activations), output=model.output, label_smoothing=float(model.label_smoothing),
         l2=float(model.l2), slope=float(LEAKY_RELU_SLOPE), norm_eps=float(NORM_EPS),
         bn_momentum=float(BATCH_NORM_MOMENTUM), arena=model.arena, grad_arena=model.grad_arena,
         weights=model.weights, grad_weights=model.grad_weights, running_mean=model.running_mean,
