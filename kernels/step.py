@@ -121,12 +121,14 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
 
 
 @kernel()
-def forward_kernel(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
-                   bn_momentum, blas):
+def forward_kernel(X, blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
+                   label_smoothing, l2, slope, norm_eps, bn_momentum, result):
     """Inference: the forward pass in evaluation mode (no dropout; BatchNorm's running statistics).
 
-    X : (N, D) float, read only. flat : the plan's work buffer, its output views overwritten (the
-    network output is the last layer's ``COL_OUT`` view). Nothing else is written.
+    X : (N, D) float, read only. blas : GEMM handle. The other arguments are the plan's
+    (:attr:`StepPlan.kernel_args`; ``grad``, ``head_table``, the loss constants and ``result``
+    are not used). ``flat``'s output views are overwritten (the network output is the last
+    layer's ``COL_OUT`` view). Nothing else is written.
     """
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
              False, blas)
@@ -264,9 +266,9 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas):
 
 @kernel()
 def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weighted, total_weight,
-                      flat, table, rates, head_table, arena, grad, running_mean, running_var,
-                      label_smoothing, l2, slope, norm_eps, bn_momentum, training, max_norm,
-                      kind, coefficients, s1, s2, s3, blas, result):
+                      training, max_norm, kind, coefficients, s1, s2, s3, blas, flat, table, rates,
+                      head_table, arena, grad, running_mean, running_var, label_smoothing, l2, slope,
+                      norm_eps, bn_momentum, result):
     """One training step of a batch in one call.
 
     Parameters
@@ -275,6 +277,7 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
         ``has_labels`` is false). targets : (N, C) float targets of an MSE head when
         ``has_targets`` (else any 2-d float array). weights : (N,) float sample weights when
         ``weighted``; total_weight : their float64 sum (N unweighted).
+    The arguments from ``flat`` on are the plan's (:attr:`StepPlan.kernel_args`), in that order.
     flat, table, rates, head_table : the plan's work buffer and tables
         (:class:`fastnn.backends.plan.StepPlan`); ``flat``'s views are overwritten (the layers'
         outputs, gradients, masks, statistics; the dropout uniforms are read).

@@ -261,9 +261,7 @@ class NumbaBackend(NumpyBackend):
             return super().forward(plan, X)
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
-            step.forward_kernel(X, plan.flat, plan.table, plan.rates, plan.arena, plan.running_mean,
-                                plan.running_var, plan.slope, plan.norm_eps, plan.bn_momentum,
-                                self.setup.gemm[X.dtype])
+            step.forward_kernel(X, self.setup.gemm[X.dtype], *plan.kernel_args)
         finally:
             if previous != -1:
                 self._pin.restore(previous)
@@ -287,12 +285,9 @@ class NumbaBackend(NumpyBackend):
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
             step.train_step_kernel(
-                X, labels, has_labels, targets, not has_labels, weights, weighted, total, plan.flat,
-                plan.table, plan.rates, plan.head_table, plan.arena, plan.grad_arena,
-                plan.running_mean, plan.running_var, plan.label_smoothing, plan.l2, plan.slope,
-                plan.norm_eps, plan.bn_momentum, training,
+                X, labels, has_labels, targets, not has_labels, weights, weighted, total, training,
                 0.0 if max_grad_norm is None else float(max_grad_norm), kind, coefficients,
-                buffers[0], buffers[1], buffers[2], self.setup.gemm[dtype], plan.result)
+                buffers[0], buffers[1], buffers[2], self.setup.gemm[dtype], *plan.kernel_args)
         finally:
             if previous != -1:
                 self._pin.restore(previous)

@@ -184,6 +184,18 @@ class StepPlan:
     result: np.ndarray
 
     @property
+    def kernel_args(self) -> tuple:
+        """The plan's arguments of :func:`fastnn.kernels.step.train_step_kernel` (its last 14,
+        from ``flat`` on) and :func:`~fastnn.kernels.step.forward_kernel`, in order; made once."""
+        args = self.__dict__.get("_kernel_args")
+        if args is None:
+            args = self.__dict__["_kernel_args"] = (
+                self.flat, self.table, self.rates, self.head_table, self.arena, self.grad_arena,
+                self.running_mean, self.running_var, self.label_smoothing, self.l2, self.slope,
+                self.norm_eps, self.bn_momentum, self.result)
+        return args
+
+    @property
     def dtype(self) -> np.dtype:
         return self.arena.dtype
 
