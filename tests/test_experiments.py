@@ -23,7 +23,8 @@ TINY_BASE = {"limit": 500, "epochs": 2, "hidden": "16", "backend": "numpy", "wan
 """Settings of a run that trains in about a second."""
 DIVERGING = {"optimizer": "sgd", "lr": 1e6}
 """Settings whose training loss becomes NaN in the second epoch."""
-COMMITTED = ("activations", "batch_size", "initialisation", "l2", "optimizers")
+COMMITTED = ("activations", "batch_size", "initialisation", "l2", "normalisation", "optimizers", "records",
+             "schedules")
 
 
 def write_experiment(folder: Path, name: str, runs: list[dict], **top) -> Path:
