@@ -102,16 +102,29 @@ def cache_location() -> CacheLocation:
 def _cached_dtypes(dispatcher) -> set[str]:
     """Float dtypes of the array arguments in the dispatcher's valid on-disk cache entries.
 
-    Reads Numba's index file (its ``_load_index`` discards entries of another Numba version or of
-    an edited source file). An unreadable index counts as empty.
+    Reads Numba's index file the way Numba does (a pickled Numba version, then the pickled
+    ``(source stamp, {key: data file})``), and like Numba ignores an index written by another
+    Numba version or for an edited source file. An unreadable index counts as empty.
     """
+    import pickle
+
+    import numba
+
     cache = getattr(dispatcher, "_cache", None)
     index = getattr(cache, "_cache_file", None)
-    if index is None:
+    path = getattr(index, "_index_path", None)
+    if path is None or not os.path.exists(path):
         return set()
     try:
-        entries = index._load_index()
+        with open(path, "rb") as f:
+            version = pickle.load(f)
+            data = f.read()
+        if version != numba.__version__:
+            return set()
+        stamp, entries = pickle.loads(data)
     except Exception:  # noqa: BLE001  (a status report never fails on a corrupt cache file)
+        return set()
+    if stamp != getattr(index, "_source_stamp", None):
         return set()
     found = set()
     for key in entries:
