@@ -51,26 +51,6 @@ def training_step_flops(sizes: Sequence[int], batch: int) -> int:
     return total
 
 
-def median_seconds(fn: Callable[[], object], min_time: float = 0.3, min_repeats: int = 5,
-                   warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over repeats lasting at least ``min_time`` seconds in total."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while len(times) < min_repeats or time.perf_counter() - start < min_time:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return statistics.median(times)
-
-
 def synthetic_batch(sizes: Sequence[int], batch: int, dtype: str, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((batch, sizes[0])).astype(dtype)
@@ -143,52 +123,6 @@ def torch_step(sizes: Sequence[int], batch: int, dtype: str, optimizer: str = "a
         opt.zero_grad(set_to_none=True)
         loss_fn(net(Xt), yt).backward()
         opt.step()
-
-    return step
-
-
-def torch_seconds_in_subprocess(sizes: Sequence[int], batch: int, dtype: str, optimizer: str,
-                                min_time: float) -> float:
-    """Median step time of :func:`torch_step` measured in a fresh Python process.
-
-    Each library then runs as it would alone: in one process, whichever of PyTorch and Numba
-    starts its OpenMP runtime second gets workers that spin against the other's (PyTorch measured
-    up to 2.6× slower after Numba's pool started; fastnn ~10% slower after ``import torch``, when
-    it falls back to Numba's workqueue layer).
-    """
-    import json
-    import subprocess
-    import sys
-
-    code = ("import json, sys; from fastnn.benchmarking import median_seconds, torch_step; "
-            "a = json.loads(sys.argv[1]); "
-            "print(median_seconds(torch_step(a['sizes'], a['batch'], a['dtype'], a['optimizer']), "
-            "a['min_time']))")
-    args = json.dumps({"sizes": list(sizes), "batch": batch, "dtype": dtype, "optimizer": optimizer,
-                       "min_time": min_time})
-    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
-                          timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the PyTorch peer failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return float(proc.stdout.strip().splitlines()[-1])
-
-
-def gemm_step(sizes: Sequence[int], batch: int, dtype: str) -> Callable[[], None]:
-    """Only the matrix products of one training step, with NumPy's BLAS into preallocated outputs."""
-    rng = np.random.default_rng(0)
-    ops = []
-    for i, (d, h) in enumerate(layer_shapes(sizes)):
-        X = rng.standard_normal((batch, d)).astype(dtype)
-        W = rng.standard_normal((d, h)).astype(dtype)
-        dZ = rng.standard_normal((batch, h)).astype(dtype)
-        ops.append((X, W, np.empty((batch, h), dtype)))        # forward
-        ops.append((X.T, dZ, np.empty((d, h), dtype)))         # dW
-        if i > 0:
-            ops.append((dZ, W.T, np.empty((batch, d), dtype)))  # dX
-
-    def step() -> None:
-        for a, b, out in ops:
-            np.matmul(a, b, out=out)
 
     return step
 
