@@ -131,7 +131,7 @@ class ThreadedKernel:
     def __init__(self, serial, parallel):
         self.serial = serial
         self.parallel = parallel
-        self.py_func = parallel.py_func
+        self.py_func = getattr(parallel, "py_func", parallel)  # NUMBA_DISABLE_JIT: plain functions
         functools.update_wrapper(self, self.py_func)
 
     def __call__(self, *args):
