@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from fastnn.backends import BACKEND_NAMES as BACKENDS
-from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS, gemm_step, median_seconds
+from fastnn.benchmarking import BATCH_SIZES, DTYPES, MODELS, GemmLimit, spread
 from fastnn.optim import OPTIMIZERS as _OPTIMIZER_REGISTRY
 
 __all__ = ["BACKENDS", "OPTIMIZERS", "over", "gemm_seconds", "finish_extra_info"]
@@ -31,8 +31,10 @@ def over(*axes: str):
 
 @functools.lru_cache(maxsize=None)
 def gemm_seconds(sizes: tuple[int, ...], batch: int, dtype: str) -> float:
-    """Median time of one training step's GEMMs alone (NumPy's BLAS), measured once per shape."""
-    return median_seconds(gemm_step(sizes, batch, dtype), min_time=0.2)
+    """The GEMM-only time of one training step (:class:`fastnn.benchmarking.GemmLimit`: each GEMM
+    at its best over 1-2 BLAS threads and operand layouts), median of 3 rounds, once per shape."""
+    limit = GemmLimit(sizes, batch, dtype)
+    return spread([limit(0.1) for _ in range(3)]).median
 
 
 def finish_extra_info(benchmark) -> None:

@@ -29,18 +29,21 @@ def environment_info() -> dict:
     pools = [{"library": p.get("internal_api"), "version": p.get("version"),
               "threads": p.get("num_threads"), "path": p.get("filepath"),
               "architecture": p.get("architecture")} for p in threadpool_info()]
+    from fastnn.compilation import cache_status
+
     return {"fastnn": fastnn.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": numpy.__version__, "scipy": scipy.__version__,
             "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
             "numba_threading_layer": numba.config.THREADING_LAYER, "thread_pools": pools,
-            "backends": backends}
+            "backends": backends, "kernel_cache": cache_status().as_dict()}
 
 
 @click.command("info")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
 def info(as_json):
-    """Show versions, BLAS libraries and threads, and the available backends."""
+    """Show versions, BLAS libraries and threads, the available backends, and where the
+    compiled kernels are cached and for which dtypes that cache is warm."""
     data = environment_info()
     if as_json:
         import json
@@ -57,3 +60,7 @@ def info(as_json):
         click.echo(f"{'thread pool':<22} {details}, {pool['threads']} threads: {pool['path']}")
     for name, status in data["backends"].items():
         click.echo(f"{'backend ' + name:<22} {status}")
+    cache = data["kernel_cache"]
+    click.echo(f"{'kernel cache':<22} {cache['path']} ({cache['origin']})")
+    warm = ", ".join(cache["warm"]) if cache["warm"] else "none (the first run compiles; `fastnn warmup` does it ahead)"
+    click.echo(f"{'kernel cache warm for':<22} {warm}")

@@ -28,6 +28,7 @@ COMMANDS = {
     "lr-find": "fastnn.cli.lr_find:lr_find",
     "predict": "fastnn.cli.predict:predict",
     "export": "fastnn.cli.export:export",
+    "warmup": "fastnn.cli.warmup:warmup",
 }
 """Command name -> "module:attribute" of its click command (add new commands here)."""
 

@@ -104,6 +104,9 @@ def _train_command():
                     else f"{'x'.join(map(str, dataset.image_shape))} images, {len(dataset.class_names)} classes")
             click.echo(f"{dataset.name}: {dataset.X_train.shape[0]} training rows, {what}; task "
                        f"{dataset.task} ({how})")
+        from fastnn.compilation import warm_up
+
+        warm_up(config, dataset, progress=not quiet)  # says so while Numba compiles (first run)
         result = run_training(config, progress=not quiet, verbose=verbose, dataset=dataset)
         out = result.out_dir
         if result.tracking:

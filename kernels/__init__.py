@@ -10,9 +10,15 @@ Modules, by concern: :mod:`~fastnn.kernels.blas` (the GEMM, NumPy's BLAS called 
 :mod:`~fastnn.kernels.images` (image shifts and flips) and :mod:`~fastnn.kernels.rows` (row
 gathering).
 
-Parallel kernels are the ``*_kernel`` functions compiled with ``parallel=True``; each has exactly
-one parallel region, the ``prange`` over ``nthreads`` blocks, taken only when ``nthreads > 1``
-(``PARALLEL_KERNELS`` lists them; a test compiles every kernel and checks that list).
+Parallel kernels are the ``*_kernel`` functions declared with ``kernel(parallel=True)``; each has
+exactly one parallel region, the ``prange`` over ``nthreads`` blocks, taken only when
+``nthreads > 1`` (``PARALLEL_KERNELS`` lists them; a test compiles every kernel and checks that
+list). Such a kernel is a :class:`ThreadedKernel`: two compilations of one function, ``.serial``
+(``parallel=False``, where ``prange`` is a plain ``range``) and ``.parallel``; a call from Python
+runs ``.parallel`` only when its last argument, ``nthreads``, is above 1. A parallel compilation
+costs several times a serial one (measured 3-5 s against ~1 s per kernel on a 2-core EPYC), and
+most runs never take the parallel path, so a first run compiles only what it uses. Compiled code
+(an ``@njit`` caller) names the variant it wants: ``dense_forward_kernel.serial``.
 
 Every kernel is compiled with :func:`kernel`: ``njit`` with ``cache=True``, falling back to an
 uncached compile, with a warning, when Numba finds nowhere to write its cache.
@@ -20,8 +26,10 @@ uncached compile, with a warning, when Numba finds nowhere to write its cache.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+import types
 import warnings
 
 import numba
@@ -75,7 +83,7 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
     if nogil:
         options["nogil"] = True
 
-    def decorate(func):
+    def compile_(func, options):
         global _uncached_warned
         try:
             return numba.njit(cache=True, **options)(func)
@@ -85,10 +93,52 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
             if not _uncached_warned:
                 _uncached_warned = True
                 warnings.warn(f"fastnn's kernels cannot be cached ({exc}); they are compiled "
-                              "anew in every process.", KernelCacheWarning, stacklevel=2)
+                              "anew in every process.", KernelCacheWarning, stacklevel=3)
             return numba.njit(cache=False, **options)(func)
 
+    def decorate(func):
+        if not parallel:
+            return compile_(func, options)
+        return ThreadedKernel(compile_(_renamed(func, "_serial"), {**options, "parallel": False}),
+                              compile_(func, options))
+
     return decorate
+
+
+def _renamed(func, suffix: str):
+    """A copy of ``func`` whose qualified name ends in ``suffix``: Numba names its cache files
+    after the qualified name (not the compile options), so the serial twin needs its own."""
+    twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+                              func.__defaults__, func.__closure__)
+    twin.__qualname__ = func.__qualname__ + suffix
+    twin.__doc__ = func.__doc__
+    twin.__module__ = func.__module__
+    return twin
+
+
+class ThreadedKernel:
+    """A ``parallel=True`` kernel compiled twice: ``serial`` and ``parallel`` (see the module
+    docstring). Calling it runs ``parallel`` when the last argument (``nthreads``) is above 1,
+    else ``serial``; each compiles on its first call, so a process that never asks for threads
+    never pays for the parallel compilation.
+
+    Attributes
+    ----------
+    serial, parallel : numba dispatchers of the same function (``parallel=False`` / ``True``).
+    py_func : the Python function.
+    """
+
+    def __init__(self, serial, parallel):
+        self.serial = serial
+        self.parallel = parallel
+        self.py_func = getattr(parallel, "py_func", parallel)  # NUMBA_DISABLE_JIT: plain functions
+        functools.update_wrapper(self, self.py_func)
+
+    def __call__(self, *args):
+        return (self.parallel if args[-1] > 1 else self.serial)(*args)
+
+    def __repr__(self) -> str:
+        return f"ThreadedKernel({self.py_func.__module__}.{self.py_func.__qualname__})"
 
 
 #: ``(module, kernel)`` of every kernel compiled with ``parallel=True``: the intended list, which a

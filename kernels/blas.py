@@ -138,7 +138,19 @@ def _gemm_python(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     np.matmul(view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b), out=view(c, m, n, ldc, False))
 
 
+@kernel(inline="always")
+def _gemm_blas_plain_flags(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """:func:`_gemm_blas` with the transposes passed on as plain bools.
+
+    Kernels call the GEMM with constant flags, and Numba compiles one specialisation of a function
+    per distinct constant argument (``Literal[bool]``): three of ``_gemm_blas`` per dtype, ~1-2 s
+    each on a first run. ``bool(...)`` drops the literal type, and this inlined wrapper costs
+    nothing at run time.
+    """
+    _gemm_blas(blas, bool(trans_a), bool(trans_b), m, n, k, a, lda, b, ldb, c, ldc)
+
+
 #: The GEMM the kernels call: BLAS, or its NumPy twin when the JIT is disabled.
-gemm = _gemm_python if numba.config.DISABLE_JIT else _gemm_blas
+gemm = _gemm_python if numba.config.DISABLE_JIT else _gemm_blas_plain_flags
 
 

@@ -13,8 +13,13 @@ def gather_rows_block(X, indices, out):
     X : (M, D) float, read only. indices : (n,) integer in [0, M) (validated by the caller).
     out : (n, D) of X's dtype, **overwritten**.
     """
+    # an explicit loop, not ``out[k, :] = X[indices[k], :]``: slice assignment compiles Numba's
+    # broadcast-error message formatting (~10 s of the first run on a 2-core EPYC)
     for k in range(indices.shape[0]):
-        out[k, :] = X[indices[k], :]
+        src = X[indices[k]]
+        dst = out[k]
+        for j in range(dst.shape[0]):
+            dst[j] = src[j]
 
 
 @kernel(parallel=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fastnn.backends.numba import NumbaBackend
-from fastnn.kernels import PARALLEL_KERNELS
+from fastnn.kernels import PARALLEL_KERNELS, ThreadedKernel
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_MODULES = ("activations", "blas", "dense", "images", "losses", "normalization",
@@ -46,7 +46,10 @@ def _all_kernels():
     for module_name in KERNEL_MODULES:
         module = importlib.import_module(f"fastnn.kernels.{module_name}")
         for name, value in vars(module).items():
-            if isinstance(value, numba.core.registry.CPUDispatcher) and value.__module__ == module.__name__:
+            if isinstance(value, ThreadedKernel) and value.__module__ == module.__name__:
+                yield module_name, name, value.parallel
+                yield module_name, name + ".serial", value.serial
+            elif isinstance(value, numba.core.registry.CPUDispatcher) and value.__module__ == module.__name__:
                 yield module_name, name, value
 
 

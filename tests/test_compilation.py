@@ -1,0 +1,121 @@
+"""fastnn.compilation and the ThreadedKernel split: what a run compiles, the cache's warm status,
+the warm-up and its progress line, ``fastnn warmup`` and ``fastnn info``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+from click.testing import CliRunner
+
+from fastnn.cli.main import main
+from fastnn.kernels import ThreadedKernel, kernel
+
+
+def test_threaded_kernel_compiles_the_parallel_twin_only_when_asked():
+    def double(x, out, nthreads):
+        if nthreads == 1:
+            for i in range(x.shape[0]):
+                out[i] = 2.0 * x[i]
+            return
+        for t in numba.prange(nthreads):
+            lo, hi = t * x.shape[0] // nthreads, (t + 1) * x.shape[0] // nthreads
+            for i in range(lo, hi):
+                out[i] = 2.0 * x[i]
+
+    k = kernel(parallel=True)(double)
+    assert isinstance(k, ThreadedKernel) and k.py_func is double and k.__doc__ == double.__doc__
+    assert k.serial.targetoptions.get("parallel") is False and k.parallel.targetoptions["parallel"] is True
+    x, out = np.arange(10.0), np.empty(10)
+    k(x, out, 1)
+    np.testing.assert_array_equal(out, 2 * x)
+    assert k.serial.signatures and not k.parallel.signatures
+    out[:] = 0
+    k(x, out, 3)
+    np.testing.assert_array_equal(out, 2 * x)
+    assert k.parallel.signatures
+    # Numba names cache files after the qualified name: the twins must not share them
+    assert k.serial.py_func.__qualname__ == "test_threaded_kernel_compiles_the_parallel_twin_only_when_asked.<locals>.double_serial"
+
+
+def test_the_library_kernels_split_and_name_distinct_cache_files():
+    from fastnn.kernels import PARALLEL_KERNELS
+    import importlib
+
+    for module_name, name in PARALLEL_KERNELS:
+        k = getattr(importlib.import_module(f"fastnn.kernels.{module_name}"), name)
+        assert isinstance(k, ThreadedKernel), name
+        assert k.serial._cache._cache_file._index_name != k.parallel._cache._cache_file._index_name
+
+
+def _run(code: str, cache_dir, timeout=900) -> str:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+WARM_UP = """
+    import io, json
+    from fastnn.compilation import cache_status, warm_up
+    from fastnn.config import RunConfig
+    before = cache_status().warm
+    config = RunConfig.from_dict({"hidden": [8], "backend": "numba", "dtype": "float32",
+                                  "batch_size": 16, "wandb_mode": "disabled"})
+    stream = io.StringIO()
+    result = warm_up(config, progress=True, stream=stream)
+    print(json.dumps({"before": before, "after": cache_status().as_dict(), "compiled": result.compiled,
+                      "output": stream.getvalue()}))
+"""
+
+
+def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing(tmp_path):
+    cold = json.loads(_run(WARM_UP, tmp_path).splitlines()[-1])
+    assert cold["before"] == []
+    assert cold["compiled"], "an empty cache compiles"
+    assert any("dense_forward_kernel_serial" in name for name in cold["compiled"])
+    assert not any(name.endswith("dense_forward_kernel") for name in cold["compiled"]), \
+        "a small run does not compile the parallel variant"
+    lines = cold["output"].splitlines()
+    assert lines[0].startswith("compiling kernels for float32 (first run only, cached in ")
+    assert str(tmp_path) in lines[0] and lines[-1].startswith(f"compiled {len(cold['compiled'])} kernels for float32 in ")
+    assert cold["after"]["warm"] == ["float32"] and cold["after"]["origin"] == "NUMBA_CACHE_DIR"
+    assert cold["after"]["path"].startswith(str(tmp_path))
+
+    warm = json.loads(_run(WARM_UP, tmp_path).splitlines()[-1])
+    assert warm["before"] == ["float32"]
+    assert warm["compiled"] == [] and warm["output"] == "", "a warm cache compiles and prints nothing"
+
+
+def test_warm_up_does_nothing_for_the_numpy_backend():
+    from fastnn.compilation import warm_up
+    from fastnn.config import RunConfig
+
+    result = warm_up(RunConfig.from_dict({"backend": "numpy"}), progress=True)
+    assert result.compiled == [] and result.seconds == 0.0 and not result.cold
+
+
+def test_warmup_command_summary_and_errors():
+    result = CliRunner().invoke(main, ["warmup", "--dtype", "float64", "--optimizer", "sgd,adam"])
+    assert result.exit_code == 0, result.output
+    assert "[1/2] float64 relu sgd" in result.output and "[2/2] float64 relu adam" in result.output
+    assert "kernels compiled" in result.output and "cache: " in result.output
+    bad = CliRunner().invoke(main, ["warmup", "--optimizer", "adamx"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and "adamx" in bad.output
+
+
+def test_info_reports_the_kernel_cache():
+    result = CliRunner().invoke(main, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    cache = json.loads(result.output)["kernel_cache"]
+    assert set(cache) == {"path", "origin", "warm", "cached_kernels"}
+    assert cache["origin"] in ("NUMBA_CACHE_DIR", "beside the sources", "user cache")
+    assert set(cache["warm"]) <= {"float32", "float64"}
+    text = CliRunner().invoke(main, ["info"]).output
+    assert "kernel cache " in text and "kernel cache warm for" in text
