@@ -34,15 +34,15 @@ if TYPE_CHECKING:
     from fastnn.config import RunConfig
 
 KERNEL_MODULES = ("activations", "blas", "dense", "images", "losses", "normalization",
-                  "optimizers", "regularisation", "rows")
+                  "optimizers", "regularisation", "rows", "step")
 """The modules of :mod:`fastnn.kernels` whose dispatchers are cached."""
 
 EVALUATION_ROWS = 1024
 """Rows the warm-up evaluates: ``FFNN.evaluate``'s chunk size, so the kernels see the shapes (and
 take the serial or parallel paths) of a real evaluation."""
 
-CORE_KERNELS = (("dense", "dense_forward_kernel.serial"), ("dense", "dense_backward_kernel.serial"),
-                ("losses", "softmax_cross_entropy_kernel.serial"), ("rows", "gather_rows_kernel.serial"))
+CORE_KERNELS = (("step", "train_step_kernel"), ("step", "forward_kernel"),
+                ("rows", "gather_rows_kernel.serial"))
 """Kernels every classification run on the Numba backend compiles: the cache is *warm* for a dtype
 when each has a cached signature of that dtype (a run's optimizer and options may add more)."""
 

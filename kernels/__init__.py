@@ -7,8 +7,9 @@ Modules, by concern: :mod:`~fastnn.kernels.blas` (the GEMM, NumPy's BLAS called 
 :mod:`~fastnn.kernels.optimizers` (SGD, RMSprop, Adam, NAdam steps),
 :mod:`~fastnn.kernels.regularisation` (dropout, gradient clipping),
 :mod:`~fastnn.kernels.normalization` (batch and layer norm),
-:mod:`~fastnn.kernels.images` (image shifts and flips) and :mod:`~fastnn.kernels.rows` (row
-gathering).
+:mod:`~fastnn.kernels.images` (image shifts and flips), :mod:`~fastnn.kernels.rows` (row
+gathering) and :mod:`~fastnn.kernels.step` (the whole training step and inference as single calls,
+composed of the others' serial building blocks).
 
 Parallel kernels are the ``*_kernel`` functions declared with ``kernel(parallel=True)``; each has
 exactly one parallel region, the ``prange`` over ``nthreads`` blocks, taken only when
