@@ -458,6 +458,7 @@ class FFNN:
                              f"training batch (choose a batch_size that leaves no 1-row last batch, "
                              f"or use normalization='layer').")
         ws = self._workspace(X.shape[0])
+        self._last_train_ws = ws if training else getattr(self, "_last_train_ws", None)
         self._forward(X, ws, training)
         data_loss = self._data_loss(y, ws, sample_weight)
         self._backward(X, ws, training)
@@ -499,6 +500,19 @@ class FFNN:
         y = self.check_y(y, X.shape[0])
         sample_weight = self.check_sample_weight(sample_weight, X.shape[0])
         return self._step(X, y, sample_weight, training, count=False).objective
+
+    def last_hidden_outputs(self) -> list[np.ndarray]:
+        """The hidden layers' outputs of the last training-mode step (``train_step``, or
+        ``loss_and_grad`` with ``training=True``): one (N, H_i) array per hidden layer, after the
+        activation and before dropout, in the model's dtype.
+
+        They are views of that step's work buffers: valid until the next step or forward pass
+        with the same batch size, and not to be written to. Empty before the first training
+        step and for a model without hidden layers. :class:`fastnn.diagnostics.LayerHealth`
+        reads them after every step.
+        """
+        ws = getattr(self, "_last_train_ws", None)
+        return [] if ws is None else ws.acts[:-1]
 
     # ------------------------------------------------------------------ inference
     def _iter_outputs(self, X: np.ndarray, batch_size: int):
