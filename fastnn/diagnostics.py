@@ -266,6 +266,7 @@ class LayerHealth(Callback):
             offsets.append((start, start + W.size))
             start += W.size
         self._slices = offsets
+        self._scratch = [(np.empty(h, model.dtype), np.empty(h, model.dtype)) for h in self._widths]
         self._snapshot = np.empty_like(model.weights)
         self._difference = np.empty_like(model.weights)
         self._snapshot_norms: list[float] | None = None
@@ -278,8 +279,8 @@ class LayerHealth(Callback):
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self._flush()
-        self._active = [np.zeros(h, np.uint8) for h in self._widths]
-        self._saturated = [np.zeros(h, np.int64) for h in self._widths]
+        self._active = [np.zeros(h, np.int32) for h in self._widths]
+        self._saturated = [np.zeros(h, np.int32) for h in self._widths]
         self._sums = [np.zeros(h, np.float64) for h in self._widths]
         self._sums_sq = [np.zeros(h, np.float64) for h in self._widths]
         self._rows = 0
@@ -293,7 +294,7 @@ class LayerHealth(Callback):
         for i, Y in enumerate(outputs):
             active_above, low, high = self._bands[i]
             self._kernel(Y, active_above, low, high, self._active[i], self._saturated[i],
-                                    self._sums[i], self._sums_sq[i])
+                         self._sums[i], self._sums_sq[i], *self._scratch[i])
         if outputs:
             self._rows += outputs[0].shape[0]
         if self._snapshot_norms is not None:
@@ -335,7 +336,7 @@ class LayerHealth(Callback):
                 stats[diag_key(layer, "act_mean")] = mean
                 stats[diag_key(layer, "act_std")] = math.sqrt(var)
                 if act in DEAD_ACTIVATIONS:
-                    stats[diag_key(layer, "dead_fraction")] = 1.0 - float(self._active[i].mean())
+                    stats[diag_key(layer, "dead_fraction")] = float((self._active[i] == 0).mean())
                 if act in SATURATION_BANDS:
                     saturated = self._saturated[i] > SATURATED_ROWS * self._rows
                     stats[diag_key(layer, "saturated_fraction")] = float(saturated.mean())

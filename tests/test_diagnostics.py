@@ -59,15 +59,16 @@ def blobs(n=240, d=6, k=3, seed=0, separation=2.0):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_kernel_accumulates_what_numpy_computes(dtype):
     rng = np.random.default_rng(3)
-    active, saturated = np.zeros(7, np.uint8), np.zeros(7, np.int64)
+    active, saturated = np.zeros(7, np.int32), np.zeros(7, np.int32)
     sums, sums_sq = np.zeros(7), np.zeros(7)
+    scratch = np.full(7, np.nan, dtype), np.full(7, np.nan, dtype)  # overwritten, never read first
     batches = [rng.normal(size=(n, 7)).astype(dtype) for n in (5, 9)]
     batches[0][:, 2] = -1.0  # unit 2 never above 0.3 in either batch
     batches[1][:, 2] = 0.25
     for Y in batches:
-        activation_stats_kernel(Y, 0.3, -0.8, 0.9, active, saturated, sums, sums_sq)
+        activation_stats_kernel(Y, 0.3, -0.8, 0.9, active, saturated, sums, sums_sq, *scratch)
     Y = np.concatenate(batches).astype(np.float64)
-    np.testing.assert_array_equal(active, (Y > 0.3).any(axis=0))
+    np.testing.assert_array_equal(active, (Y > 0.3).sum(axis=0))
     assert active[2] == 0
     np.testing.assert_array_equal(saturated, ((Y < -0.8) | (Y > 0.9)).sum(axis=0))
     tol = 1e-6 if dtype == "float32" else 1e-12
@@ -317,3 +318,31 @@ def test_a_crafted_dead_run_warns_on_the_console(tmp_path):
     assert "warning: layer" in result.output
     first = saved.splitlines()[0].split(": ", 1)[1]
     assert f"warning: {first}" in result.output
+
+
+# ---------------------------------------------------------------------- the figure
+def test_layer_health_figure_draws_every_layer(tmp_path):
+    from fastnn.plots import layer_health_figure, plot_layer_health
+
+    X, y = blobs()
+    history = fastnn.FFNN([6, 8, 4, 3], activation=["relu", "tanh"], seed=0).fit(
+        X, y, epochs=3, batch_size=32, callbacks=[LayerHealth(warn=False)])
+    fig = layer_health_figure(history.epochs)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == ["Dead / saturated units", "Gradient norm ‖∂L/∂W‖",
+                          "Update ratio ‖ΔW‖ / ‖W‖ per step", "Activation standard deviation"]
+    labels = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes[:4]]
+    assert labels[0] == ["layer 1 dead", "layer 2 saturated"]
+    assert labels[1] == ["layer 1", "layer 2", "layer 3"]  # gradient norms of all three layers
+    assert fig.axes[1].get_yscale() == "log"
+    assert labels[2][-1] == "rule of thumb 1e-3"
+    for line, layer in zip(fig.axes[1].get_lines(), (1, 2, 3)):  # the logged values, as drawn
+        np.testing.assert_allclose(line.get_ydata(), history[diag_key(layer, "grad_norm")])
+    assert plot_layer_health(history.epochs, tmp_path / "h.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_layer_health_figure_needs_diagnostics():
+    from fastnn.plots import layer_health_figure
+
+    with pytest.raises(ValueError, match="no diag/ keys"):
+        layer_health_figure([{"epoch": 1, "loss": 1.0}])
