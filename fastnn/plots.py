@@ -275,8 +275,8 @@ def layer_health_figure(epochs: list[dict], title: str | None = None) -> Figure:
         for layer, color in zip(layers, colors):
             for stat, style in zip(stats, ("-", "--")):
                 xs, ys = _series(epochs, diag_key(layer, stat))
-                if scale == "log":  # a zero (no unit dead, no update) has no place on a log axis
-                    points = [(x, y) for x, y in zip(xs, ys) if y > 0]
+                if scale == "log":  # a zero (no update) or inf (diverged) has no place on a log axis
+                    points = [(x, y) for x, y in zip(xs, ys) if 0 < y < np.inf]
                     xs, ys = [x for x, _ in points], [y for _, y in points]
                 if ys:
                     kind = "" if len(stats) == 1 else f" {stat.split('_')[0]}"

@@ -222,7 +222,10 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
         interrupted = True
     except Exception as exc:
         record_failure(out, exc)
-        write_health_plot(out, trainer.history.epochs)  # why it failed is often in there
+        try:  # why it failed is often in there; but the training error is the one to report
+            write_health_plot(out, trainer.history.epochs)
+        except Exception:  # noqa: BLE001
+            pass
         if tracker is not None:
             tracker.finish(exit_code=1)
         raise
