@@ -123,8 +123,9 @@ def _train_command():
             return
         click.echo(f"test accuracy {result.test['accuracy']:.4f}  test loss {result.test['loss']:.4f}  "
                    f"({result.train_seconds:.1f} s training)")
+        health = " layer_health.png warnings.txt" if config.diagnostics else ""
         click.echo(f"outputs in {out}/: model.npz config.yaml metrics.jsonl results.json "
-                   f"learning_curves.png confusion_matrix.png")
+                   f"learning_curves.png confusion_matrix.png{health}")
 
     for f in RunConfig.fields():
         train.params.append(_option_for(f))

@@ -25,12 +25,13 @@ _LAZY = {
     "EarlyStopping": ("fastnn.callbacks", "EarlyStopping"), "Callback": ("fastnn.training", "Callback"),
     "History": ("fastnn.training", "History"), "Trainer": ("fastnn.training", "Trainer"),
     "TrainingDivergedError": ("fastnn.training", "TrainingDivergedError"),
+    "LayerHealth": ("fastnn.diagnostics", "LayerHealth"),
 }
 
 __all__ = [
     "FFNN", "Backend", "NumpyBackend", "get_backend", "optim", "metrics", "save", "load",
     "load_checkpoint", "Checkpoint", "CheckpointError", "Trainer", "Callback", "EarlyStopping",
-    "History", "TrainingDivergedError", "__version__",
+    "History", "TrainingDivergedError", "LayerHealth", "__version__",
 ]
 
 

@@ -166,6 +166,9 @@ class RunConfig:
     wandb_group: str | None = _opt(None, "W&B group.", "str", "tracking", optional=True)
     wandb_tags: tuple[str, ...] = _opt((), "W&B tags, comma-separated.", "strs", "tracking")
     log_every: int = _opt(50, "Log the training loss to W&B every N steps.", "int", "tracking", minimum=1)
+    diagnostics: bool = _opt(True, "Per-layer training diagnostics (dead/saturated units, "
+                             "activation mean/std, gradient norms, update ratios) in the logs, a "
+                             "layer-health figure and console warnings.", "bool", "tracking")
     histogram_every: int = _opt(5, "Log parameter/gradient histograms every K epochs.", "int", "tracking",
                                 minimum=1)
 

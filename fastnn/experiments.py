@@ -38,7 +38,7 @@ EXPERIMENT_KEYS = ("name", "description", "base", "runs", "repeat", "seeds")
 RESERVED_SETTINGS = ("out_dir", "wandb_group")
 """Settings an experiment sets itself: the run folder and the W&B group."""
 RUN_FILES = ("config.yaml", "metrics.jsonl", "model.npz", "results.json", "learning_curves.png",
-             "confusion_matrix.png")
+             "confusion_matrix.png", "layer_health.png", "warnings.txt")
 SUMMARY_FILE = "summary.json"
 _FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -365,10 +365,14 @@ class FFNN:
         return result
 
     def last_hidden_outputs(self) -> list[np.ndarray]:
-        """The last training step's hidden-layer outputs, post-activation and pre-dropout.
+        """The hidden layers' outputs of the last training-mode step (``train_step``, or
+        ``loss_and_grad`` with ``training=True``): one (N, H_i) array per hidden layer, after the
+        activation and before dropout, in the model's dtype.
 
-        One (N, H_i) view per hidden layer, into the step's plan: valid until the next step or
-        forward pass at that batch size. An empty list before the first training step.
+        They are views of that step's plan (:meth:`plan`): valid until the next step or forward
+        pass with the same batch size, and not to be written to. Empty before the first training
+        step and for a model without hidden layers. :class:`fastnn.diagnostics.LayerHealth`
+        reads them after every step.
         """
         if self._last_plan is None:
             return []

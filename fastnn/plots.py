@@ -1,7 +1,7 @@
-"""PNG plots of a training run: learning curves and a confusion matrix.
+"""PNG plots of a training run: learning curves, a confusion matrix and layer health.
 
 Each plot has a builder that returns a :class:`matplotlib.figure.Figure` (``learning_curves_figure``,
-``confusion_matrix_figure``: for notebooks, or to inspect in tests) and a ``plot_*`` function that
+``confusion_matrix_figure``, ``layer_health_figure``: for notebooks, or to inspect in tests) and a ``plot_*`` function that
 builds it and writes a PNG. Figures are made with ``Figure`` and rendered by the Agg canvas directly,
 so nothing here touches pyplot's global figure registry or the process-wide backend, and a figure is
 freed as soon as it is no longer referenced, however many plots a sweep draws. Files are written
@@ -232,3 +232,102 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path, titl
         wrong length.
     """
     return save_png(confusion_matrix_figure(cm, class_names, title, normalize), path)
+
+
+# ---------------------------------------------------------------------- layer health
+HEALTH_PANELS = (
+    (("dead_fraction", "saturated_fraction"), "Dead / saturated units", "share of the layer's units",
+     "linear"),
+    (("grad_norm",), "Gradient norm ‖∂L/∂W‖", "norm (before clipping)", "log"),
+    (("update_ratio",), "Update ratio ‖ΔW‖ / ‖W‖ per step", "ratio", "log"),
+    (("act_std",), "Activation standard deviation", "std of the layer's outputs", "log"),
+)
+"""The layer-health panels: the ``diag/layer{i}/<stat>`` statistics drawn, title, y label, scale."""
+UPDATE_RATIO_GUIDE = 1e-3
+"""The ~1e-3 rule of thumb drawn as a dashed line on the update-ratio panel."""
+
+
+def has_layer_health(epochs: list[dict]) -> bool:
+    """Whether any epoch logged ``diag/…`` keys (runs trained with diagnostics)."""
+    return any(isinstance(logs, dict) and any(k.startswith("diag/layer") for k in logs) for logs in epochs)
+
+
+def _health_layers(epochs: list[dict]) -> list[int]:
+    from fastnn.diagnostics import diag_layers
+
+    return sorted({layer for logs in epochs for layer in diag_layers(logs)})
+
+
+def layer_health_figure(epochs: list[dict], title: str | None = None) -> Figure:
+    """Per-layer health over the epochs, one line per layer; see :func:`plot_layer_health`."""
+    from fastnn.diagnostics import diag_key
+
+    epochs = _check_epochs(epochs)
+    if not has_layer_health(epochs):
+        raise ValueError("epochs hold no diag/ keys: train with diagnostics (fastnn.diagnostics."
+                         "LayerHealth, or fastnn train without --no-diagnostics) to plot layer health.")
+    layers = _health_layers(epochs)
+    colors = [f"C{i % 10}" for i in range(len(layers))]
+    fig = Figure(figsize=(12, 8.6), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for ax, (stats, panel_title, ylabel, scale) in zip(axes.flat, HEALTH_PANELS):
+        drawn = False
+        for layer, color in zip(layers, colors):
+            for stat, style in zip(stats, ("-", "--")):
+                xs, ys = _series(epochs, diag_key(layer, stat))
+                if scale == "log":  # a zero (no update) or inf (diverged) has no place on a log axis
+                    points = [(x, y) for x, y in zip(xs, ys) if 0 < y < np.inf]
+                    xs, ys = [x for x, _ in points], [y for _, y in points]
+                if ys:
+                    kind = "" if len(stats) == 1 else f" {stat.split('_')[0]}"
+                    ax.plot(xs, ys, linestyle=style, marker="o", markersize=3.5, color=color,
+                            linewidth=1.6, label=f"layer {layer}{kind}")
+                    drawn = True
+        if stats == ("update_ratio",):
+            ax.axhline(UPDATE_RATIO_GUIDE, color="0.4", linewidth=1.0, linestyle=":",
+                       label="rule of thumb 1e-3")
+        if scale == "log" and drawn:
+            ax.set_yscale("log")
+        if scale == "linear":
+            ax.set_ylim(-0.03, 1.03)
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        if not drawn:
+            ax.text(0.5, 0.5, "not logged for these layers", transform=ax.transAxes, ha="center",
+                    va="center", color="0.45")
+        ax.set_title(panel_title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if drawn:
+            ax.legend(fontsize="small", frameon=False)
+    fig.suptitle(title or "Layer health (layer 1 = first hidden layer; the last is the output layer)",
+                 fontsize="large")
+    return fig
+
+
+def plot_layer_health(epochs: list[dict], path, title: str | None = None) -> Path:
+    """Plot the training diagnostics of one run, per layer over the epochs, to a PNG at ``path``.
+
+    Parameters
+    ----------
+    epochs : list of dict
+        One dict per epoch as in ``History.epochs`` with the ``diag/layer{i}/…`` keys
+        :class:`fastnn.diagnostics.LayerHealth` adds: dead (solid) and saturated (dashed) unit
+        fractions, gradient norm, update ratio (with the 1e-3 rule of thumb dotted) and
+        activation standard deviation, one line per layer; the last three on log scales.
+    path : str or Path
+        Where the PNG goes (parent folders are created; written atomically).
+    title : str, optional
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``epochs`` is not a non-empty list of dicts with ``loss``, or holds no ``diag/`` keys.
+    """
+    return save_png(layer_health_figure(epochs, title), path)

@@ -9,6 +9,8 @@ Writes into the run's output folder:
 ``model.npz``         the checkpoint (weights, optimizer state, class names, normalisation)
 ``results.json``      test metrics, confusion matrix, classification report, timings
 ``learning_curves.png``, ``confusion_matrix.png``
+``layer_health.png``  the training diagnostics per layer (with ``diagnostics``, the default)
+``warnings.txt``      the diagnostics' warnings, one line each (empty for a healthy run)
 ``failure.json``      only when training raised: the error, its message, epochs completed
 ====================  =========================================================================
 """
@@ -58,6 +60,8 @@ class RunResult:
 
 
 FAILURE_FILE = "failure.json"
+WARNINGS_FILE = "warnings.txt"
+HEALTH_FIGURE = "layer_health.png"
 
 
 def record_failure(out: Path, exc: BaseException) -> dict:
@@ -182,7 +186,8 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     out = Path(config.out_dir) if config.out_dir else default_out_dir(config)
     config = config.replace(out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
-    (out / FAILURE_FILE).unlink(missing_ok=True)
+    for stale in (FAILURE_FILE, HEALTH_FIGURE, WARNINGS_FILE):  # a rerun's are its own
+        (out / stale).unlink(missing_ok=True)
     config.save(out / "config.yaml")
 
     all_callbacks: list[Callback] = [MetricsLog(out / "metrics.jsonl")]
@@ -195,6 +200,10 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     tracker = _make_tracker(config, ds.class_names, out, verbose) if tracking else None
     if regression and ds.X_val.shape[0]:  # before the tracker and metrics log read the epoch's logs
         all_callbacks.insert(0, RegressionMetrics(ds.X_val, ds.y_val))
+    if config.diagnostics:  # first too: its diag/… keys must be in the logs the others record
+        from fastnn.diagnostics import LayerHealth
+
+        all_callbacks.insert(0, LayerHealth(warnings_path=out / WARNINGS_FILE))
     if tracker is not None:
         all_callbacks.append(tracker)
     all_callbacks.extend(callbacks)
@@ -213,6 +222,10 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
         interrupted = True
     except Exception as exc:
         record_failure(out, exc)
+        try:  # why it failed is often in there; but the training error is the one to report
+            write_health_plot(out, trainer.history.epochs)
+        except Exception:  # noqa: BLE001
+            pass
         if tracker is not None:
             tracker.finish(exit_code=1)
         raise
@@ -295,7 +308,8 @@ def _finish_regression(result: RunResult, model, ds, trainer, tracker, checkpoin
     evaluation.pop("y_pred")
     result.test = {k: evaluation[k] for k in ("loss", "mae", "rmse", "r2")}
     plots = {"learning_curves": plot_learning_curves(trainer.history.epochs,
-                                                     result.out_dir / "learning_curves.png")}
+                                                     result.out_dir / "learning_curves.png"),
+             **write_health_plot(result.out_dir, trainer.history.epochs)}
     summary = {**{f"test_{k}": v for k, v in result.test.items()}, "train_seconds": train_seconds,
                "epochs_completed": len(trainer.history), "task": "regression"}
     atomic_write_text(result.out_dir / "results.json", json.dumps({**summary, **evaluation}, indent=2))
@@ -340,13 +354,25 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str =
 
 
 def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:
-    """Learning curves and confusion matrix as PNGs in ``out``; returns name -> path."""
+    """Learning curves, confusion matrix and (with diagnostics) layer health as PNGs in ``out``;
+    returns name -> path."""
     from fastnn.plots import plot_confusion_matrix, plot_learning_curves
 
     return {
         "learning_curves": plot_learning_curves(epochs, out / "learning_curves.png"),
         "confusion_matrix": plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png"),
+        **write_health_plot(out, epochs),
     }
+
+
+def write_health_plot(out: Path, epochs: list[dict]) -> dict[str, Path]:
+    """``{"layer_health": path}`` after drawing ``layer_health.png`` in ``out`` when the epochs hold
+    diagnostics (``diag/…`` keys), else ``{}``."""
+    from fastnn.plots import has_layer_health, plot_layer_health
+
+    if not epochs or not has_layer_health(epochs):
+        return {}
+    return {"layer_health": plot_layer_health(epochs, out / HEALTH_FIGURE)}
 
 
 def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = False):

@@ -10,6 +10,9 @@ config                      the config dict given, plus a ``fastnn`` section (ve
 ``perf/*``                  per epoch: ``samples_per_sec``, ``epoch_time``, ``train_time``
 ``weight_norm/W1`` …        per epoch: ‖W_i‖ and ‖b_i‖ (Frobenius) of every layer i (from 1)
 ``grad_norm/W1`` …          per epoch: ‖dW_i‖, ‖db_i‖ of the last batch of the epoch
+``diag/layer1/…`` …         per epoch: the training diagnostics of :mod:`fastnn.diagnostics`
+                            (dead/saturated units, activation mean/std, gradient norm, update
+                            ratio), when a ``LayerHealth`` callback ran before this one
 ``weights/W1`` …            histograms of W_i, b_i (``weights/``) and dW_i, db_i (``grads/``) at
 ``grads/W1`` …              epochs 1, 1 + K, 1 + 2K, … (K = ``histogram_every_k_epochs``)
 ``batch/loss``              the training objective every ``log_every_n_steps`` optimizer steps,
@@ -64,7 +67,10 @@ HISTOGRAM_BINS = 64
 REPORT_COLUMNS = ["class", "precision", "recall", "f1-score", "support"]
 _EPOCH_KEYS = {"lr": "train/lr", "samples_per_sec": "perf/samples_per_sec", "time": "perf/epoch_time",
                "train_time": "perf/train_time"}
-_EPOCH_SECTIONS = ("train", "val", "perf", "weight_norm", "grad_norm", "weights", "grads")
+_EPOCH_SECTIONS = ("train", "val", "perf", "weight_norm", "grad_norm", "weights", "grads", "diag")
+_OWN_SECTIONS = ("diag/",)
+"""Epoch log keys already named for W&B (``diag/layer1/dead_fraction``, from
+:class:`fastnn.diagnostics.LayerHealth`): logged under their own name."""
 
 
 # ---------------------------------------------------------------------- mode
@@ -150,7 +156,8 @@ def resolve_wandb_mode(mode: str | None = None) -> str:
 
 # ---------------------------------------------------------------------- what is logged
 def epoch_metrics(logs: Mapping[str, object]) -> dict[str, float]:
-    """W&B names for one epoch's training logs: ``train/…``, ``val/…`` and ``perf/…``.
+    """W&B names for one epoch's training logs: ``train/…``, ``val/…`` and ``perf/…``;
+    ``diag/…`` keys keep their names.
 
     ``epoch`` itself and non-numeric values are left out.
     """
@@ -160,6 +167,8 @@ def epoch_metrics(logs: Mapping[str, object]) -> dict[str, float]:
             continue
         if key in _EPOCH_KEYS:
             name = _EPOCH_KEYS[key]
+        elif key.startswith(_OWN_SECTIONS):
+            name = key
         elif key.startswith("val_"):
             name = f"val/{key[4:]}"
         else:

@@ -177,6 +177,13 @@ def test_train_logs_an_offline_wandb_run(tmp_path):
     assert wandb_records.config(records)["optimizer"] == "adam"
     assert [a.type for a in wandb_records.artifacts(records)].count("model") == 1
     assert wandb_records.summary(records)["test_accuracy"] > 0.5
+    # the training diagnostics, as metrics.jsonl has them, and the layer-health figure
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row, logs in zip(epoch_rows, epochs):
+        diag = {k: v for k, v in logs.items() if k.startswith("diag/")}
+        assert {"diag/layer1/dead_fraction", "diag/layer1/update_ratio", "diag/layer2/grad_norm"} <= diag.keys()
+        assert all(row[k] == pytest.approx(v, rel=1e-12) for k, v in diag.items())
+    assert "plots/layer_health" in flat
 
 
 @pytest.mark.slow

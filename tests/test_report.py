@@ -93,12 +93,12 @@ def test_the_experiment_wrote_a_normal_run_folder_per_run(experiment_runs):
         folder = experiment_runs / "tiny" / name
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             ["config.yaml", "metrics.jsonl", "model.npz", "results.json", "learning_curves.png",
-             "confusion_matrix.png"])
+             "confusion_matrix.png", "layer_health.png", "warnings.txt"])
         config = RunConfig.from_file(folder / "config.yaml")
         assert (config.activation, config.wandb_group, config.epochs) == ((name,), "tiny", 2)
     summary = json.loads((experiment_runs / "tiny" / "summary.json").read_text())
     assert [(r["name"], r["status"]) for r in summary["runs"]] == [("relu", "ok"), ("tanh", "ok")]
-    assert len(read_page(experiment_runs / "tiny").images) == 5  # --report: the experiment's report
+    assert len(read_page(experiment_runs / "tiny").images) == 6  # --report: the experiment's report
 
 
 def test_report_of_an_experiment_is_self_contained_html_and_markdown(experiment_runs):
@@ -108,7 +108,7 @@ def test_report_of_an_experiment_is_self_contained_html_and_markdown(experiment_
     text = (experiment_runs / "report.html").read_text()
     page = ParsedPage(text)
     assert_self_contained(page, text)
-    assert len(page.images) == 5  # curves, gap, two confusion matrices, per-class F1
+    assert len(page.images) == 6  # curves, gap, layer health, two confusion matrices, per-class F1
 
     settings = page.table_with("run", "activation")
     assert [row[0] for row in settings[1:]] == ["relu", "tanh"]
@@ -125,7 +125,7 @@ def test_report_of_an_experiment_is_self_contained_html_and_markdown(experiment_
     assert page.table_with("run", "gap: train − val acc")[1][0] == "relu"
 
     images = markdown_images(experiment_runs)
-    assert len(images) == 5 and all(p.read_bytes().startswith(PNG_MAGIC) for p in images)
+    assert len(images) == 6 and all(p.read_bytes().startswith(PNG_MAGIC) for p in images)
     assert sorted(images) == sorted((experiment_runs / "report_files").iterdir())
     markdown = (experiment_runs / "report.md").read_text()
     assert "| relu | complete |" in markdown and "| tanh | complete |" in markdown
@@ -137,7 +137,7 @@ def test_report_out_folder_and_group_by_none(experiment_runs, tmp_path):
                     "--title", "Tiny runs")
     assert result.exit_code == 0, result.output
     page = read_page(out)
-    assert len(page.images) == 4  # one confusion matrix
+    assert len(page.images) == 5  # one confusion matrix
     assert [row[0] for row in page.table_with("run", "status")[1:]] == ["tiny/relu", "tiny/tanh"]
     assert "<title>Tiny runs</title>" in (out / "report.html").read_text()
     assert all(p.is_file() for p in markdown_images(out))
@@ -168,7 +168,7 @@ def test_report_shows_incomplete_and_failed_runs(mixed_runs):
     assert problems["diverged/boom"][2] == "1"
     assert problems["diverged/boom"][3].startswith("TrainingDivergedError: the training loss became nan")
     assert "no results.json" in problems["killed"][3]
-    assert len(page.images) == 4  # curves and gap of all three; one confusion matrix; F1 of "done"
+    assert len(page.images) == 5  # curves, gap, health of all three; one confusion matrix; F1 of "done"
     results = page.table_with("run", "test acc")
     rows = {row[0]: dict(zip(results[0], row)) for row in results[1:]}
     assert rows["killed"]["test acc"] == rows["diverged/boom"]["test acc"] == "–"
@@ -179,7 +179,7 @@ def test_report_shows_incomplete_and_failed_runs(mixed_runs):
 
 def test_top_zero_leaves_out_the_confusion_matrices(experiment_runs, tmp_path):
     assert invoke("report", experiment_runs, "--out", tmp_path, "--top", 0).exit_code == 0
-    assert len(read_page(tmp_path).images) == 3
+    assert len(read_page(tmp_path).images) == 4
     assert "Confusion matrices" not in (tmp_path / "report.md").read_text()
 
 
@@ -211,3 +211,60 @@ def test_no_runs_is_a_one_line_error(tmp_path, make):
                                            ("he_normal", False), ("1e-05", True)])
 def test_numeric_cells_are_recognised_for_alignment(cell, numeric):
     assert is_numeric(cell) is numeric
+
+
+# ---------------------------------------------------------------------- layer health
+def test_report_shows_the_layer_health_the_runs_logged(experiment_runs, tmp_path):
+    assert invoke("report", experiment_runs, "--out", tmp_path, "--top", 0).exit_code == 0
+    page = read_page(tmp_path)
+    table = page.table_with("run", "dead / saturated units")
+    header, rows = table[0], table[1:]
+    # the relu and tanh runs: one 16-unit hidden layer and the output layer, one row each
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("relu", "1", "relu"), ("relu", "2", "output"), ("tanh", "1", "tanh"), ("tanh", "2", "output")]
+    for row in rows:  # each cell is the first → last epoch of the run's own metrics.jsonl
+        epochs = [json.loads(line) for line in
+                  (experiment_runs / "tiny" / row[0] / "metrics.jsonl").read_text().splitlines()]
+        key = f"diag/layer{row[1]}/grad_norm"
+        assert row[header.index("gradient norm")] == (
+            f"{epochs[0][key]:.1e} → {epochs[-1][key]:.1e}")
+        stat = {"relu": "dead_fraction", "tanh": "saturated_fraction"}.get(row[2])
+        if stat:
+            first, last = (100 * e[f"diag/layer{row[1]}/{stat}"] for e in (epochs[0], epochs[-1]))
+            assert row[header.index("dead / saturated units")] == f"{first:.0f}% → {last:.0f}%"
+        else:
+            assert row[header.index("dead / saturated units")] == "–"
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Layer health (training diagnostics)" in markdown
+    assert "relu: no warning" in markdown and "tanh: no warning" in markdown
+    assert (tmp_path / "report_files" / "tiny-layer-health.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_runs_without_diagnostics_keys_report_as_before(experiment_runs, tmp_path):
+    """Runs from before the diagnostics (no diag/ keys) get no layer-health section, no error."""
+    root = tmp_path / "old"
+    for name in ("relu", "tanh"):
+        folder = shutil.copytree(experiment_runs / "tiny" / name, root / name)
+        lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        (folder / "metrics.jsonl").write_text("".join(
+            json.dumps({k: v for k, v in e.items() if not k.startswith("diag/")}) + "\n" for e in lines))
+    assert invoke("report", root, "--out", tmp_path / "out").exit_code == 0
+    page = read_page(tmp_path / "out")
+    assert len(page.images) == 5  # curves, gap, two confusion matrices, per-class F1
+    assert "Layer health" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_explains_an_unhealthy_run_in_words(tmp_path):
+    """The findings paragraph comes from the logged statistics with the console's rules."""
+    folder = tmp_path / "runs" / "bad"
+    RunConfig.from_dict({"hidden": "64", "activation": "relu"}).save(folder / "config.yaml")
+    epochs = [{"epoch": e, "loss": 2.3, "diag/layer1/dead_fraction": dead,
+               "diag/layer1/act_std": 0.5, "diag/layer1/grad_norm": 0.3,
+               "diag/layer2/grad_norm": 0.2, "diag/layer1/update_ratio": 1e-3}
+              for e, dead in ((1, 0.1), (2, 0.9), (3, 0.95))]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    assert invoke("report", tmp_path / "runs").exit_code == 0
+    markdown = (tmp_path / "runs" / "report.md").read_text()
+    finding = re.search(r"^bad: (.*)$", markdown, re.MULTILINE).group(1)
+    assert finding.startswith("(1) layer 1: dead relu units in epoch 2 ")  # once, when it began
+    assert "90% of 64" in finding and "(2)" not in finding

@@ -17,6 +17,7 @@ import wandb_records
 import fastnn
 from fastnn import tracking
 from fastnn.metrics import classification_report, confusion_matrix
+from fastnn.diagnostics import LayerHealth
 from fastnn.plots import plot_confusion_matrix
 from fastnn.tracking import MODES, REPORT_COLUMNS, WandbCallback, resolve_wandb_mode
 from fastnn.training import Callback
@@ -238,7 +239,7 @@ def tracked(tmp_path_factory):
         X, y = dataset()
         model = fastnn.FFNN([8, 16, 3], seed=0)
         history = model.fit(X, y, epochs=EPOCHS, batch_size=BATCH_SIZE, validation_split=0.2,
-                            callbacks=[callback, steps])
+                            callbacks=[LayerHealth(warn=False), callback, steps])
         y_pred = model.predict(X)
         report = classification_report(y, y_pred, CLASS_NAMES)
         cm = confusion_matrix(y, y_pred, len(CLASS_NAMES))
@@ -293,9 +294,20 @@ def test_epoch_metrics_match_the_history(tracked):
 def test_epoch_metrics_are_plotted_against_epoch_and_step_loss_against_global_step(tracked):
     metrics = wandb_records.of_type(tracked.records, "metric")
     step_of = {m.glob_name: m.step_metric for m in metrics if m.glob_name}
-    for section in ("train", "val", "perf", "weight_norm", "grad_norm", "weights", "grads"):
+    for section in ("train", "val", "perf", "weight_norm", "grad_norm", "weights", "grads", "diag"):
         assert step_of[f"{section}/*"] == "epoch"
     assert step_of["batch/*"] == "global_step"
+
+
+def test_training_diagnostics_are_logged_under_their_own_names(tracked):
+    """LayerHealth's diag/layer{i}/… keys reach W&B unchanged (not under train/), every epoch."""
+    for row, logs in zip(tracked.epoch_rows, tracked.history.epochs):
+        diag = {k: v for k, v in logs.items() if k.startswith("diag/")}
+        assert {"diag/layer1/dead_fraction", "diag/layer1/act_std", "diag/layer2/grad_norm",
+                "diag/layer2/update_ratio"} <= diag.keys()
+        for key, value in diag.items():
+            assert row[key] == pytest.approx(value, rel=1e-12), key
+        assert not any(k.startswith("train/diag") for k in row)
 
 
 def test_training_loss_is_logged_every_n_steps(tracked):

@@ -23,8 +23,11 @@ from fastnn.reporting.document import (
 )
 from fastnn.reporting.figures import (
     class_f1,
+    has_layer_health,
+    health_layers,
     plot_class_f1,
     plot_generalization_gap,
+    plot_layer_health,
     plot_learning_curves,
     run_colors,
 )
@@ -251,6 +254,90 @@ def _f1_section(ranked: list[RunRecord], runs: list[RunRecord], colors, files: P
             Image(chart, "Per-class F1 of each finished run", f"One bar per run in each class.{note}")]
 
 
+def _first_last(run: RunRecord, key: str, fmt) -> str:
+    """``first → last`` value of ``key`` over the run's epochs (one value alone; a dash for none)."""
+    values = run.values(key)[1]
+    if not values:
+        return DASH
+    return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])} → {fmt(values[-1])}"
+
+
+def _hidden_layer_info(run: RunRecord) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The run's hidden activations and widths from its config (one activation may serve all)."""
+    widths = tuple(int(h) for h in run.config.get("hidden") or ())
+    acts = run.config.get("activation") or ("relu",)
+    acts = tuple(acts) if isinstance(acts, (list, tuple)) else (str(acts),)
+    return (acts * len(widths) if len(acts) == 1 else acts), widths
+
+
+def health_table(runs: list[RunRecord]) -> Table:
+    """One row per run and layer: the training diagnostics of the first and last epoch."""
+    from fastnn.diagnostics import diag_key
+
+    def pct(v):
+        return f"{100.0 * v:.0f}%"
+
+    def sci(v):
+        return f"{v:.1e}"
+
+    rows = []
+    for run in runs:
+        acts, _ = _hidden_layer_info(run)
+        for layer in health_layers([run]):
+            dead = _first_last(run, diag_key(layer, "dead_fraction"), pct)
+            saturated = _first_last(run, diag_key(layer, "saturated_fraction"), pct)
+            rows.append([run.label, str(layer), acts[layer - 1] if layer <= len(acts) else "output",
+                         dead if dead != DASH else saturated if saturated != DASH else DASH,
+                         _first_last(run, diag_key(layer, "act_std"), sci),
+                         _first_last(run, diag_key(layer, "grad_norm"), sci),
+                         _first_last(run, diag_key(layer, "update_ratio"), sci)])
+    return Table(["run", "layer", "activation", "dead / saturated units", "activation std",
+                  "gradient norm", "update ratio"], rows)
+
+
+def health_findings(run: RunRecord) -> list[str]:
+    """The diagnostics' warnings for a run, from its logs: each condition once per layer, at the
+    first epoch it held (what ``fastnn train`` printed)."""
+    from fastnn.diagnostics import health_warnings
+
+    acts, widths = _hidden_layer_info(run)
+    fired: set = set()
+    found = []
+    for epoch in run.epochs:
+        for condition, layers, message in health_warnings(epoch, acts, widths, skip=fired):
+            fired.update((condition, layer) for layer in layers)
+            found.append(message)
+    return found
+
+
+def _health_section(runs: list[RunRecord], colors, files: Path, name: str, level: int) -> list[Block]:
+    shown = [(run, color) for run, color in zip(runs, colors) if has_layer_health(run)]
+    if not shown:
+        return []
+    shown_runs, shown_colors = [r for r, _ in shown], [c for _, c in shown]
+    figure = plot_layer_health(shown_runs, shown_colors, files / f"{name}-layer-health.png",
+                               title=f"Layer health: {name}")
+    blocks: list[Block] = [
+        Heading("Layer health (training diagnostics)", level),
+        Paragraph("Per layer (1 = first hidden layer, the last is the output layer), first → last "
+                  "epoch: the share of dead units (ReLU-like: never active on any training row of "
+                  "the epoch) or saturated ones (sigmoid/tanh: in the flat band on most rows), the "
+                  "standard deviation of the layer's outputs, the gradient norm ‖∂L/∂W‖ before "
+                  "clipping, and the update ratio ‖ΔW‖/‖W‖ of one step (rule of thumb ~1e-3)."),
+        health_table(shown_runs),
+        Image(figure, "Layer health of every run with diagnostics",
+              "Rows: statistic; columns: layer; one line per run. Dotted: the 1e-3 rule of thumb.")]
+    lines = []
+    for run in shown_runs:
+        findings = health_findings(run)
+        lines.append(f"{run.label}: " + (" ".join(f"({i}) {text}" for i, text in
+                                                   enumerate(findings, 1)) if findings
+                                         else "no warning (every layer within the thresholds)."))
+    blocks += [Heading("What the diagnostics say", level + 1),
+               *(Paragraph(line) for line in lines)]
+    return blocks
+
+
 def group_blocks(runs: list[RunRecord], files: Path, name: str, top: int, level: int) -> list[Block]:
     """Every section of the report for one group of runs."""
     colors = run_colors(len(runs))
@@ -264,6 +351,7 @@ def group_blocks(runs: list[RunRecord], files: Path, name: str, top: int, level:
         blocks += [Paragraph("Regression runs: mean absolute error, root mean squared error and R² "
                              "(scikit-learn's definitions)."), regression_table(regression)]
     blocks += _curve_section(runs, colors, files, name, level)
+    blocks += _health_section(runs, colors, files, name, level)
     if ranked and top:
         blocks += _confusion_section(ranked, files, name, top, level)
     if ranked:

@@ -177,3 +177,65 @@ def plot_class_f1(runs: list[RunRecord], colors: list, path: Path, title: str) -
     ax.set_title(title)
     _legend_below(fig, n)
     return save_png(fig, path)
+
+
+def has_layer_health(run: RunRecord) -> bool:
+    """Whether the run logged training diagnostics (``diag/…`` keys, from ``LayerHealth``)."""
+    return any(key.startswith("diag/layer") for epoch in run.epochs for key in epoch)
+
+
+def health_layers(runs: list[RunRecord]) -> list[int]:
+    """Every layer number (from 1) any of ``runs`` logged diagnostics for, sorted."""
+    from fastnn.diagnostics import diag_layers
+
+    return sorted({layer for run in runs for epoch in run.epochs for layer in diag_layers(epoch)})
+
+
+HEALTH_ROWS = (("dead_fraction", "dead units", "linear"),
+               ("saturated_fraction", "saturated units", "linear"),
+               ("act_std", "activation std", "log"),
+               ("grad_norm", "gradient norm", "log"),
+               ("update_ratio", "update ratio ‖ΔW‖/‖W‖", "log"))
+"""The rows of the report's layer-health grid: statistic, label, y scale (rows no run logged
+are left out)."""
+
+
+def plot_layer_health(runs: list[RunRecord], colors: list, path: Path, title: str) -> Path:
+    """Training diagnostics of every run: one row per statistic, one column per layer, one line per
+    run (its report colour). Rates share a 0–100% axis; the others are on log scales, the update
+    ratio with the ~1e-3 rule of thumb dotted."""
+    from fastnn.diagnostics import UPDATE_RATIO_TYPICAL, diag_key
+
+    layers = health_layers(runs)
+    rows = [row for row in HEALTH_ROWS
+            if any(run.values(diag_key(layer, row[0]))[1] for run in runs for layer in layers)]
+    fig = Figure(figsize=(max(8.0, 3.2 * len(layers)), 2.5 * len(rows) + 1.2), layout="constrained")
+    axes = fig.subplots(len(rows), len(layers), squeeze=False, sharex=True)
+    for r, (stat, label, scale) in enumerate(rows):
+        for c, layer in enumerate(layers):
+            ax = axes[r, c]
+            drawn = []
+            for run, color in zip(runs, colors):
+                xs, ys = run.values(diag_key(layer, stat))
+                if scale == "log":  # zeros have no place on a log axis
+                    points = [(x, y) for x, y in zip(xs, ys) if y > 0]
+                    xs, ys = [x for x, _ in points], [y for _, y in points]
+                _line(ax, xs, ys, color, run.label)
+                drawn.extend(ys)
+            if scale == "log" and drawn:
+                ax.set_yscale("log")
+            if scale == "linear":
+                ax.set_ylim(-0.03, 1.03)
+                ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+            if stat == "update_ratio":
+                ax.axhline(UPDATE_RATIO_TYPICAL, color="0.4", linewidth=1.0, linestyle=":")
+            _style_epoch_axis(ax, f"layer {layer}" if r == 0 else "", label if c == 0 else "")
+            if r < len(rows) - 1:
+                ax.set_xlabel("")
+            if not drawn:  # e.g. the output layer has no activation statistics
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{label}:\nnot logged for layer {layer}", transform=ax.transAxes,
+                        ha="center", va="center", color="0.5", fontsize="small")
+    fig.suptitle(title, fontsize="large")
+    _legend_below(fig, len(runs))
+    return save_png(fig, path)
