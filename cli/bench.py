@@ -94,7 +94,8 @@ def bench(ctx, models, backends, dtypes, batches, optimizer, min_time, rounds, n
             click.echo(format_job_row(row))
         agree = accuracies_agree(rows)
         for batch, ok in agree.items():
-            click.echo(f"batch {batch}: test accuracies {'agree' if ok else 'DIFFER'} within half a point")
+            click.echo(f"batch {batch}: test accuracies "
+                       f"{'agree within' if ok else 'DIFFER by more than'} half a point")
         settings = {"job": True, "epochs": epochs, "repeats": repeats, "limit": limit,
                     "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in JOB_RECIPE.items()}}
         payload_rows = [r.as_dict() for r in rows]
