@@ -170,11 +170,17 @@ def test_dense_backward(backend, dtype, data, want_dX, seed):
         results.append((dZ, dW, db, dX))
     (dZ_ref, dW_ref, db_ref, dX_ref), (dZ, dW, db, dX) = results
     a64 = lambda a: np.abs(a.astype(np.float64))
-    assert_matches(dZ, dZ_ref, dtype, 1.2 * a64(dY), f"{activation} dZ (written into dY)")
-    assert_matches(dW, dW_ref, dtype, a64(X).T @ a64(dZ_ref), f"{activation} dW")
-    assert_matches(db, db_ref, dtype, a64(dZ_ref).sum(axis=0), f"{activation} db")
+    # dZ = dY ⊙ f'(·) is compared on the scale of 1.2 |dY| (every derivative here is at most
+    # ~1.13 in magnitude): where f' itself cancels (GELU's Φ(z) + z φ(z) at z ≈ -5 is 7.8e-6 from
+    # terms of 1e-5, and SciPy's float32 erf and Numba's differ there), |dZ| says nothing about
+    # its rounding error. dW, db and dX inherit dZ's error, so their scales propagate that bound.
+    dZ_scale = 1.2 * a64(dY)
+    assert_matches(dZ, dZ_ref, dtype, dZ_scale, f"{activation} dZ (written into dY)")
+    assert_matches(dW, dW_ref, dtype, a64(X).T @ np.maximum(a64(dZ_ref), dZ_scale), f"{activation} dW")
+    assert_matches(db, db_ref, dtype, np.maximum(a64(dZ_ref), dZ_scale).sum(axis=0), f"{activation} db")
     if want_dX:
-        assert_matches(dX, dX_ref, dtype, a64(dZ_ref) @ a64(W).T, f"{activation} dX")
+        assert_matches(dX, dX_ref, dtype, np.maximum(a64(dZ_ref), dZ_scale) @ a64(W).T,
+                       f"{activation} dX")
 
 
 # ---------------------------------------------------------------------------------------------
