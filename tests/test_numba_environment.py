@@ -146,20 +146,24 @@ def _kernel_blas(controller):
 
 @pytest.fixture()
 def kernel_blas_threads(monkeypatch):
-    """Record the BLAS thread count seen inside each dense kernel call (then run the kernel)."""
+    """Record the BLAS thread count seen inside each kernel call that runs GEMMs (the dense
+    kernels and the one-call step and inference), then run the kernel."""
     import fastnn.backends.numba as numba_backend
 
     library = NumbaBackend().setup.blas_library
     controller = next(c for c in ThreadpoolController().lib_controllers if c.filepath == library)
     seen = []
-    for name in ("dense_forward_kernel", "dense_backward_kernel"):
-        original = getattr(numba_backend.dense, name)
+    for module, name in ((numba_backend.dense, "dense_forward_kernel"),
+                         (numba_backend.dense, "dense_backward_kernel"),
+                         (numba_backend.step, "train_step_kernel"),
+                         (numba_backend.step, "forward_kernel")):
+        original = getattr(module, name)
 
         def recording(*args, _original=original):
             seen.append(_kernel_blas(controller))
             return _original(*args)
 
-        monkeypatch.setattr(numba_backend.dense, name, recording)
+        monkeypatch.setattr(module, name, recording)
     return controller, seen
 
 
