@@ -21,6 +21,8 @@ first (no gradient is needed for the input).
 
 from __future__ import annotations
 
+import signal
+
 import gc
 import statistics
 import time
@@ -181,16 +183,25 @@ def interleaved_order(names: Sequence[str], rounds: int) -> list[tuple[int, str]
     return [(r, name) for r in range(rounds) for name in names]
 
 
+#: Seconds of idling before each timed block of :func:`interleave` (``settle``): BLAS and OpenMP
+#: worker threads spin for a while after their last call (OpenBLAS ~0.1 s), and on 2 cores the
+#: spinning threads of the system timed before would otherwise share the cores with this one.
+SETTLE_SECONDS = 0.15
+
+
 def interleave(systems: dict[str, Callable[[float], float]], rounds: int,
-               seconds_per_round: float) -> dict[str, list[float]]:
+               seconds_per_round: float, settle: float = 0.0) -> dict[str, list[float]]:
     """Time every system once per round, in :func:`interleaved_order`.
 
     ``systems`` maps a name to ``time_block(seconds) -> seconds per step`` (the median of one
     block, e.g. :func:`block_median` bound to a step function, or a round run in a worker
-    process). Returns each system's per-round medians, in round order.
+    process). ``settle``: seconds to idle before each block. Returns each system's per-round
+    medians, in round order.
     """
     results: dict[str, list[float]] = {name: [] for name in systems}
     for _, name in interleaved_order(list(systems), rounds):
+        if settle > 0:
+            time.sleep(settle)
         results[name].append(float(systems[name](seconds_per_round)))
     return results
 
@@ -316,12 +327,15 @@ class Worker:
                        "dtype": dtype, "optimizer": optimizer, "torch_first": torch_first})
 
     def _request(self, message: dict) -> dict:
+        self._resume()
         try:
             self.proc.stdin.write(self._json.dumps(message) + "\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
         except BrokenPipeError:
             line = ""
+        finally:
+            self._pause()
         if not line:
             self.proc.wait(timeout=60)
             err = self.proc.stderr.read().strip().splitlines()
@@ -332,8 +346,21 @@ class Worker:
         """``time_block(seconds)`` for :func:`interleave`, timing ``system`` in the worker."""
         return lambda seconds: self._request({"system": system, "seconds": seconds})["median"]
 
+    # Between its blocks a worker is stopped (SIGSTOP), so its idle threads cannot compete with
+    # the system being timed: PyTorch's OpenMP workers spin for a while after every parallel
+    # region, and measured on the 2-core AMD EPYC VM a live but idle torch worker made every
+    # other system's step 2-5x slower (numba at batch 32: 1.39 ms against 0.67 ms without it).
+    def _pause(self) -> None:
+        if hasattr(signal, "SIGSTOP") and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def _resume(self) -> None:
+        if hasattr(signal, "SIGCONT") and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
         if self.proc.poll() is None:
+            self._resume()
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
 
@@ -453,7 +480,8 @@ def run_benchmarks(models: Sequence[str], backends: Sequence[str], dtypes: Seque
                             workers.append(shared)
                             systems[TORCH_SHARED] = shared.timer("torch")
                             systems[NUMBA_SHARED] = shared.timer("numba")
-                    measured = interleave(systems, rounds, min_time / rounds)
+                    measured = interleave(systems, rounds, min_time / rounds,
+                                          settle=SETTLE_SECONDS if workers else 0.0)
                 finally:
                     for worker in workers:
                         worker.close()
