@@ -33,7 +33,8 @@ import numpy as np
 
 from fastnn.activations import resolve_activation
 from fastnn.backends import Backend, get_backend, unwrap
-from fastnn.backends.plan import BATCH_NORM_MOMENTUM, NORM_EPS, StepPlan, TrainStep, UpdateRule, build_plan
+from fastnn.backends.plan import (BATCH_NORM_MOMENTUM, NORM_EPS, StepPlan, TrainStep, UpdateRule,
+                                  build_plan, head_loss)
 from fastnn.init import initial_weights, resolve_init
 from fastnn.metrics import count_correct
 from fastnn.validation import (
@@ -400,18 +401,6 @@ class FFNN:
             plan = self.plan(chunk.shape[0])
             yield start, plan, self.backend.forward(plan, chunk)
 
-    def _head_loss(self, plan: StepPlan, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
-        """The head's loss on the plan's last forward pass (its gradient buffer is overwritten)."""
-        last = plan.layers[-1]
-        if self.output == "softmax":
-            return self.backend.softmax_cross_entropy(last.out, y, plan.probs, last.dout,
-                                                      self.label_smoothing, sample_weight)
-        if y.ndim == 1:
-            plan.targets.fill(0)
-            np.put_along_axis(plan.targets, y[:, None], 1, axis=1)
-            y = plan.targets
-        return self.backend.mse(last.out, y, last.dout, sample_weight)
-
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities (softmax head) or raw outputs (identity head), shape (N, C).
 
@@ -452,7 +441,7 @@ class FFNN:
             yb = y[start: start + n]
             wb = None if sample_weight is None else sample_weight[start: start + n]
             weight = n if wb is None else float(np.sum(wb, dtype=np.float64))
-            total_loss += self._head_loss(plan, yb, wb) * weight
+            total_loss += head_loss(self.backend, plan, yb, wb) * weight
             if yb.ndim == 1:
                 correct += count_correct(outputs, yb, wb)
         total = X.shape[0] if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))

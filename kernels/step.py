@@ -56,6 +56,20 @@ def _rows(flat, offset, n, h):
     return flat[offset: offset + n * h].reshape(n, h)
 
 
+@kernel(inline="always")
+def _norm_views(flat, table, arena, l, N, H):
+    """A normalised layer's buffers: Z (linear output), U (normalised), γ, β, mean, inv_std."""
+    norm = table[l, COL_NORM]
+    stat = H if norm == NORM_BATCH else N
+    Zl = _rows(flat, table[l, COL_LINEAR], N, H)
+    U = _rows(flat, table[l, COL_PREACT], N, H)
+    gamma = arena[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
+    beta = arena[table[l, COL_BETA]: table[l, COL_BETA] + H]
+    mean = flat[table[l, COL_MEAN]: table[l, COL_MEAN] + stat]
+    inv_std = flat[table[l, COL_INV_STD]: table[l, COL_INV_STD] + stat]
+    return Zl, U, gamma, beta, mean, inv_std
+
+
 @kernel()
 def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var, slope, norm_eps,
                          bn_momentum, training, blas):
@@ -75,15 +89,9 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
         bias_activation_rows(Z, b, code, slope, out)
         return
     lin_off = table[l, COL_LINEAR]
-    Zl = _rows(flat, lin_off, N, H)
+    Zl, U, gamma, beta, mean, inv_std = _norm_views(flat, table, arena, l, N, H)
     gemm(blas, False, False, N, H, D, a, D, W, H, flat[lin_off: lin_off + N * H], H)
     bias_activation_rows(Zl, b, IDENTITY, slope, Zl)
-    U = _rows(flat, table[l, COL_PREACT], N, H)
-    gamma = arena[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
-    beta = arena[table[l, COL_BETA]: table[l, COL_BETA] + H]
-    stat = H if norm == NORM_BATCH else N
-    mean = flat[table[l, COL_MEAN]: table[l, COL_MEAN] + stat]
-    inv_std = flat[table[l, COL_INV_STD]: table[l, COL_INV_STD] + stat]
     if norm == NORM_BATCH:
         r = table[l, COL_RUNNING]
         batch_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, running_mean[r: r + H],
@@ -235,16 +243,11 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas):
             Z = _rows(flat, pre, N, H) if pre >= 0 else out
             activation_grad_rows(out, Z, dout, code, slope)
     else:
-        U = _rows(flat, pre, N, H)
+        Zl, U, gamma, _, mean, inv_std = _norm_views(flat, table, arena, l, N, H)
         if code != IDENTITY:
             activation_grad_rows(out, U, dout, code, slope)
-        Zl = _rows(flat, table[l, COL_LINEAR], N, H)
-        gamma = arena[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
         dgamma = grad[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
         dbeta = grad[table[l, COL_BETA]: table[l, COL_BETA] + H]
-        stat = H if norm == NORM_BATCH else N
-        mean = flat[table[l, COL_MEAN]: table[l, COL_MEAN] + stat]
-        inv_std = flat[table[l, COL_INV_STD]: table[l, COL_INV_STD] + stat]
         if norm == NORM_BATCH:
             batch_norm_backward_kernel(Zl, gamma, mean, inv_std, dout, dgamma, dbeta, training)
         else:

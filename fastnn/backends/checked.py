@@ -532,7 +532,7 @@ class CheckedBackend(Backend):
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
                    max_grad_norm=None):
         X = check_plan(plan, X)
-        N, C = X.shape[0], int(plan.table[-1, 1])
+        N, C = X.shape[0], int(plan.table[-1, plans.COL_H])
         if isinstance(y, np.ndarray) and y.ndim == 2:
             if plan.head_table[0] != plans.HEAD_MSE:
                 raise ValueError("float targets need an identity (MSE) head; pass int labels.")
@@ -545,7 +545,7 @@ class CheckedBackend(Backend):
         check_update(update, plan)
         if max_grad_norm is not None:
             max_grad_norm = check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False)
-        if training and N < 2 and np.any(plan.table[:, 11] == plans.NORM_BATCH):
+        if training and N < 2 and np.any(plan.table[:, plans.COL_NORM] == plans.NORM_BATCH):
             raise ValueError("batch normalisation needs at least 2 rows per training batch.")
         return self.unchecked.train_step(plan, X, y, sample_weight, bool(training), update,
                                          max_grad_norm)

@@ -14,7 +14,7 @@ from scipy import special
 from fastnn.activations import LEAKY_RELU_SLOPE
 from fastnn.backends.base import Backend
 from fastnn.backends.plan import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD, LayerPlan,
-                                  StepPlan, TrainStep, UpdateRule)
+                                  StepPlan, TrainStep, UpdateRule, head_loss)
 
 
 def _weight_total(sample_weight: np.ndarray) -> float:
@@ -304,7 +304,7 @@ class NumpyBackend(Backend):
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
                    max_grad_norm=None):
         self._forward(plan, X, training)
-        data_loss = self._loss(plan, y, sample_weight)
+        data_loss = head_loss(self, plan, y, sample_weight)
         last = plan.layers[-1]
         correct = None
         if y.ndim == 1:
@@ -362,18 +362,6 @@ class NumpyBackend(Backend):
             if training and layer.mask is not None:
                 inp = self.dropout_forward(layer.out, layer.uniform, layer.dropout, layer.dropped,
                                            layer.mask)
-
-    def _loss(self, plan: StepPlan, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
-        """The head's loss on the last output; its gradient into the last layer's ``dout``."""
-        last = plan.layers[-1]
-        if plan.output == "softmax":
-            return self.softmax_cross_entropy(last.out, y, plan.probs, last.dout,
-                                              plan.label_smoothing, sample_weight)
-        if y.ndim == 1:  # one-hot encode labels into the plan's target buffer
-            plan.targets.fill(0)
-            np.put_along_axis(plan.targets, y[:, None], 1, axis=1)
-            y = plan.targets
-        return self.mse(last.out, y, last.dout, sample_weight)
 
     def _layer_backward(self, plan: StepPlan, i: int, X: np.ndarray, training: bool) -> None:
         """Layer i from ∂L/∂output (its ``dout``) to dW, db (dγ, dβ) and the previous ``dout``."""

@@ -212,6 +212,21 @@ class StepPlan:
         return self.uniforms.size > 0
 
 
+def head_loss(backend, plan: StepPlan, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    """The head's loss on the plan's last forward pass, composed of ``backend``'s public operations;
+    its gradient is written into the last layer's ``dout`` (and labels for an MSE head are one-hot
+    encoded into ``plan.targets`` first). Used by the reference step and by ``FFNN.evaluate``."""
+    last = plan.layers[-1]
+    if plan.output == "softmax":
+        return backend.softmax_cross_entropy(last.out, y, plan.probs, last.dout,
+                                             plan.label_smoothing, sample_weight)
+    if y.ndim == 1:
+        plan.targets.fill(0)
+        np.put_along_axis(plan.targets, y[:, None], 1, axis=1)
+        y = plan.targets
+    return backend.mse(last.out, y, last.dout, sample_weight)
+
+
 class _FlatAllocator:
     """Hands out consecutive (rows, cols) views of one flat buffer, sized in a first pass."""
 
