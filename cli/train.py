@@ -105,6 +105,9 @@ def _train_command():
             click.echo(f"{dataset.name}: {dataset.X_train.shape[0]} training rows, {what}; task "
                        f"{dataset.task} ({how})")
         from fastnn.compilation import warm_up
+        from fastnn.plot_workers import prestart
+
+        prestart()  # the plot workers load matplotlib while the kernels load
 
         warm_up(config, dataset, progress=not quiet)  # says so while Numba compiles (first run)
         result = run_training(config, progress=not quiet, verbose=verbose, dataset=dataset)

@@ -110,6 +110,11 @@ def diag_layers(logs: dict) -> list[int]:
     return sorted(layers)
 
 
+def has_layer_health(epochs: list[dict]) -> bool:
+    """Whether any epoch logged ``diag/…`` keys (runs trained with diagnostics)."""
+    return any(isinstance(logs, dict) and any(k.startswith("diag/layer") for k in logs) for logs in epochs)
+
+
 @dataclass(frozen=True)
 class HealthWarning:
     """One warning: the epoch it first held, the layers (from 1), the condition and the message."""

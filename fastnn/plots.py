@@ -247,11 +247,6 @@ UPDATE_RATIO_GUIDE = 1e-3
 """The ~1e-3 rule of thumb drawn as a dashed line on the update-ratio panel."""
 
 
-def has_layer_health(epochs: list[dict]) -> bool:
-    """Whether any epoch logged ``diag/…`` keys (runs trained with diagnostics)."""
-    return any(isinstance(logs, dict) and any(k.startswith("diag/layer") for k in logs) for logs in epochs)
-
-
 def _health_layers(epochs: list[dict]) -> list[int]:
     from fastnn.diagnostics import diag_layers
 
@@ -260,7 +255,7 @@ def _health_layers(epochs: list[dict]) -> list[int]:
 
 def layer_health_figure(epochs: list[dict], title: str | None = None) -> Figure:
     """Per-layer health over the epochs, one line per layer; see :func:`plot_layer_health`."""
-    from fastnn.diagnostics import diag_key
+    from fastnn.diagnostics import diag_key, has_layer_health
 
     epochs = _check_epochs(epochs)
     if not has_layer_health(epochs):

@@ -33,8 +33,11 @@ from fastnn.config import ConfigError, RunConfig
 from fastnn.data.own import is_own_dataset
 from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
+from fastnn.diagnostics import has_layer_health
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
+from fastnn.plot_workers import PlotJob, prestart as prestart_plot_workers
+from fastnn.plot_workers import draw as draw_plots
 from fastnn.schedules import build_scheduler
 from fastnn.training import Callback, Trainer
 
@@ -171,6 +174,7 @@ def run_training(config: RunConfig, *, progress: bool = True, callbacks: list[Ca
     A KeyboardInterrupt stops training cleanly: the checkpoint is written and the result has
     ``interrupted=True``. Other errors propagate after W&B is told the run failed.
     """
+    prestart_plot_workers()  # matplotlib loads in them while this process loads data and kernels
     # everything that can fail before training (settings, rules between them, the model's memory,
     # the data) happens before the output folder exists, so a bad run leaves nothing behind
     if dataset is None and is_own_dataset(config.dataset):  # its shape comes from the file
@@ -302,14 +306,13 @@ class RegressionMetrics(Callback):
 
 def _finish_regression(result: RunResult, model, ds, trainer, tracker, checkpoint, train_seconds) -> RunResult:
     """results.json, plots and W&B summary of a regression run: MAE, RMSE, R² instead of accuracy."""
-    from fastnn.plots import plot_learning_curves
-
     evaluation = evaluate_regression(model, ds.X_test, ds.y_test, ds.class_names)
     evaluation.pop("y_pred")
     result.test = {k: evaluation[k] for k in ("loss", "mae", "rmse", "r2")}
-    plots = {"learning_curves": plot_learning_curves(trainer.history.epochs,
-                                                     result.out_dir / "learning_curves.png"),
-             **write_health_plot(result.out_dir, trainer.history.epochs)}
+    epochs = trainer.history.epochs
+    jobs = {**_health_job(result.out_dir, epochs),
+            "learning_curves": PlotJob("plot_learning_curves", (epochs, result.out_dir / "learning_curves.png"))}
+    plots = dict(zip(jobs, draw_plots(list(jobs.values()))))
     summary = {**{f"test_{k}": v for k, v in result.test.items()}, "train_seconds": train_seconds,
                "epochs_completed": len(trainer.history), "task": "regression"}
     atomic_write_text(result.out_dir / "results.json", json.dumps({**summary, **evaluation}, indent=2))
@@ -355,24 +358,25 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, backend: str =
 
 def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> dict[str, Path]:
     """Learning curves, confusion matrix and (with diagnostics) layer health as PNGs in ``out``;
-    returns name -> path."""
-    from fastnn.plots import plot_confusion_matrix, plot_learning_curves
+    returns name -> path. Drawn side by side by the plot workers (:mod:`fastnn.plot_workers`)."""
+    jobs = {**_health_job(out, epochs),  # the heaviest first: the workers take them in turn
+            "confusion_matrix": PlotJob("plot_confusion_matrix", (cm, list(class_names),
+                                                                  out / "confusion_matrix.png")),
+            "learning_curves": PlotJob("plot_learning_curves", (epochs, out / "learning_curves.png"))}
+    return dict(zip(jobs, draw_plots(list(jobs.values()))))
 
-    return {
-        "learning_curves": plot_learning_curves(epochs, out / "learning_curves.png"),
-        "confusion_matrix": plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png"),
-        **write_health_plot(out, epochs),
-    }
+
+def _health_job(out: Path, epochs: list[dict]) -> dict[str, PlotJob]:
+    if not epochs or not has_layer_health(epochs):
+        return {}
+    return {"layer_health": PlotJob("plot_layer_health", (epochs, out / HEALTH_FIGURE))}
 
 
 def write_health_plot(out: Path, epochs: list[dict]) -> dict[str, Path]:
     """``{"layer_health": path}`` after drawing ``layer_health.png`` in ``out`` when the epochs hold
     diagnostics (``diag/…`` keys), else ``{}``."""
-    from fastnn.plots import has_layer_health, plot_layer_health
-
-    if not epochs or not has_layer_health(epochs):
-        return {}
-    return {"layer_health": plot_layer_health(epochs, out / HEALTH_FIGURE)}
+    jobs = _health_job(out, epochs)
+    return dict(zip(jobs, draw_plots(list(jobs.values()))))
 
 
 def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = False):

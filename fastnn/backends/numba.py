@@ -18,11 +18,10 @@ import threading
 
 import numba
 import numpy as np
-from scipy import special
 
 from fastnn.activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from fastnn.backends import threads as _threads
-from fastnn.backends.numpy import NumpyBackend, _weight_total
+from fastnn.backends.numpy import NumpyBackend, _weight_total, expit
 from fastnn.backends.plan import NO_UPDATE, TrainStep
 from fastnn.kernels import dense, images, losses, normalization, optimizers, regularisation, rows, step
 
@@ -44,7 +43,7 @@ _CHEAP_ACTIVATIONS = frozenset({"identity", "relu", "leaky_relu"})
 #: fuses GEMM + bias and the ufunc applies the activation in place, the same function the reference
 #: calls, so results are identical; every other activation is applied inside the kernel. Likewise
 #: softplus's derivative ``-expm1(-Y)`` (NumPy's SIMD expm1, ~2x the whole backward pass).
-_UFUNC_ACTIVATIONS = {"tanh": np.tanh, "sigmoid": special.expit}
+_UFUNC_ACTIVATIONS = {"tanh": np.tanh, "sigmoid": expit}
 _UFUNC_DERIVATIVES = frozenset({"softplus"})
 #: Networks with these activations run ``train_step``/``forward`` operation by operation (the
 #: reference's composition of this backend's kernels) instead of in one compiled call: NumPy's

@@ -240,14 +240,26 @@ def gemm_handles():
     BLAS cannot be found or exposes no CBLAS ``gemm``, addresses are 0 (the kernels then call
     SciPy's BLAS through Numba) and the controller is SciPy's BLAS.
     """
+    handles = _numpy_gemm(_blas_controllers(np))  # SciPy stays unimported (~0.3 s) when found
+    if handles is not None:
+        return handles
     import scipy
     import scipy.linalg.cython_blas  # loads the BLAS that Numba calls
     from threadpoolctl import ThreadpoolController
 
     every_blas = ThreadpoolController().select(user_api="blas").lib_controllers
     scipy_own = {c.filepath for c in _blas_controllers(scipy)}
-    numpy_blas = _blas_controllers(np) or [c for c in every_blas if c.filepath not in scipy_own]
-    for controller in numpy_blas:
+    handles = _numpy_gemm([c for c in every_blas if c.filepath not in scipy_own])
+    if handles is not None:
+        return handles
+    fallback = next((c for c in every_blas if c.filepath in scipy_own), every_blas[0])
+    return {np.dtype(np.float32): (0, 0), np.dtype(np.float64): (0, 0)}, fallback
+
+
+def _numpy_gemm(controllers: list):
+    """``(handles, controller)`` for the first of ``controllers`` (threadpoolctl BLAS controllers)
+    whose library exports a CBLAS ``sgemm``/``dgemm`` of known integer width, else ``None``."""
+    for controller in controllers:
         lib = ctypes.CDLL(controller.filepath)
         for pattern, ilp64 in _CBLAS_GEMM_SYMBOLS:
             if not ilp64 and _numpy_is_ilp64():
@@ -258,8 +270,7 @@ def gemm_handles():
                 continue
             return ({np.dtype(np.float32): (_address(s), int(ilp64)),
                      np.dtype(np.float64): (_address(d), int(ilp64))}, controller)
-    fallback = next((c for c in every_blas if c.filepath in scipy_own), every_blas[0])
-    return {np.dtype(np.float32): (0, 0), np.dtype(np.float64): (0, 0)}, fallback
+    return None
 
 
 def _address(function) -> int:
