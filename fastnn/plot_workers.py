@@ -87,9 +87,11 @@ class _Worker:
         env.setdefault("MPLBACKEND", "Agg")
         env.setdefault("OMP_NUM_THREADS", "1")  # a worker's NumPy needs no BLAS threads
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
-        # the same fastnn as this process, whatever the working directory holds
+        # the same fastnn as this process (a source checkout, say), whatever the working directory
+        # holds; an installed one is found anyway, and site-packages must not go before the stdlib
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        if root not in _site_dirs():
+            env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         self.process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_MAIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env=env, close_fds=True)
@@ -109,16 +111,30 @@ class _Worker:
         return answer
 
     def close(self) -> None:
+        """End the worker: EOF on its stdin, then SIGTERM if it is still warming up (no figure is
+        ever in flight when a pool closes a worker: ``draw`` waits for every answer)."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
         try:
-            self.process.wait(timeout=2)
+            self.process.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.process.stdout.close()
+
+
+def _site_dirs() -> set[str]:
+    import site
+
+    dirs = set(getattr(site, "getsitepackages", lambda: [])())
+    dirs.add(site.getusersitepackages())
+    return {os.path.abspath(d) for d in dirs}
 
 
 class PlotWorkers:
@@ -203,7 +219,7 @@ class PlotWorkers:
         return results
 
     def close(self) -> None:
-        """Stop the workers (they finish the figure they are drawing first)."""
+        """Stop the workers (after a draw in progress, which holds the lock, has finished)."""
         with self._lock:
             workers, self._workers = (self._workers, []) if self._pid == os.getpid() else ([], [])
         for worker in workers:
