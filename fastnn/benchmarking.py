@@ -21,9 +21,8 @@ first (no gradient is needed for the input).
 
 from __future__ import annotations
 
-import signal
-
 import gc
+import signal
 import statistics
 import time
 from collections.abc import Callable, Sequence

@@ -31,13 +31,12 @@ from fastnn.callbacks import EarlyStopping, MetricsLog, ProgressBar, read_metric
 from fastnn.checkpoint import save
 from fastnn.config import ConfigError, RunConfig
 from fastnn.data.own import is_own_dataset
+from fastnn.diagnostics import has_layer_health
 from fastnn.fileio import atomic_write_text
 from fastnn.metrics import classification_report, confusion_matrix, regression_metrics
-from fastnn.diagnostics import has_layer_health
 from fastnn.model import FFNN
 from fastnn.optim import get_optimizer
-from fastnn.plot_workers import PlotJob, prestart as prestart_plot_workers
-from fastnn.plot_workers import draw as draw_plots
+from fastnn.plot_workers import PlotJob, draw as draw_plots, prestart as prestart_plot_workers
 from fastnn.schedules import build_scheduler
 from fastnn.training import Callback, Trainer
 
@@ -312,7 +311,7 @@ def _finish_regression(result: RunResult, model, ds, trainer, tracker, checkpoin
     epochs = trainer.history.epochs
     jobs = {**_health_job(result.out_dir, epochs),
             "learning_curves": PlotJob("plot_learning_curves", (epochs, result.out_dir / "learning_curves.png"))}
-    plots = dict(zip(jobs, draw_plots(list(jobs.values()))))
+    plots = _draw(jobs)
     summary = {**{f"test_{k}": v for k, v in result.test.items()}, "train_seconds": train_seconds,
                "epochs_completed": len(trainer.history), "task": "regression"}
     atomic_write_text(result.out_dir / "results.json", json.dumps({**summary, **evaluation}, indent=2))
@@ -363,6 +362,11 @@ def write_plots(out: Path, epochs: list[dict], cm: np.ndarray, class_names) -> d
             "confusion_matrix": PlotJob("plot_confusion_matrix", (cm, list(class_names),
                                                                   out / "confusion_matrix.png")),
             "learning_curves": PlotJob("plot_learning_curves", (epochs, out / "learning_curves.png"))}
+    return _draw(jobs)
+
+
+def _draw(jobs: dict[str, PlotJob]) -> dict[str, Path]:
+    """Draw named plot jobs with the plot workers; returns name -> path."""
     return dict(zip(jobs, draw_plots(list(jobs.values()))))
 
 
@@ -375,8 +379,7 @@ def _health_job(out: Path, epochs: list[dict]) -> dict[str, PlotJob]:
 def write_health_plot(out: Path, epochs: list[dict]) -> dict[str, Path]:
     """``{"layer_health": path}`` after drawing ``layer_health.png`` in ``out`` when the epochs hold
     diagnostics (``diag/…`` keys), else ``{}``."""
-    jobs = _health_job(out, epochs)
-    return dict(zip(jobs, draw_plots(list(jobs.values()))))
+    return _draw(_health_job(out, epochs))
 
 
 def _make_tracker(config: RunConfig, class_names, out: Path, verbose: bool = False):

@@ -6,6 +6,7 @@ Like every backend's, its operations trust their arguments (see :mod:`fastnn.bac
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from fastnn.backends.plan import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP
                                   StepPlan, TrainStep, UpdateRule, head_loss)
 
 
+@functools.cache
 def _special():
     """``scipy.special``, imported on first use: only sigmoid and GELU need it, and importing it
     costs ~0.1–0.3 s of every run's start-up."""
