@@ -3,7 +3,7 @@
 * ``augment`` results of every odd kind, each case in its own interpreter: no signal death, and
   the same outcome (trained, or the same exception and message) on both backends.
 * Read-only and memory-mapped inputs for ``fit``, ``predict``, ``loss_and_grad`` and the public
-  backend operations, on both backends.
+  backend operations, on both backends; the whole-step kernels compile no read-only variant.
 * NaN/inf reaching the backend operations: the same result on both backends.
 * ``train_step``'s cheap checks; Ctrl-C deferred to the step boundary.
 """
@@ -122,6 +122,22 @@ def test_read_only_and_mmap_inputs_to_the_model(frozen, dtype):
     np.testing.assert_allclose(loss_b, loss_a, rtol=tol)
     np.testing.assert_allclose(proba_b, proba_a, rtol=tol, atol=tol)
     np.testing.assert_allclose(eval_b, eval_a, rtol=tol)
+
+
+def test_read_only_inputs_compile_no_second_variant_of_the_whole_step(frozen, dtype):
+    """The numba backend copies a read-only batch rather than compile the step again for it."""
+    from fastnn.kernels import step
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 5)).astype(dtype), rng.integers(0, 3, 12)
+    w = rng.uniform(0.5, 2.0, 12).astype(dtype)
+    model = fastnn.FFNN([5, 4, 3], backend="numba", dtype=dtype, seed=0)
+    model.loss_and_grad(frozen(X, "X"), frozen(y, "y"), sample_weight=frozen(w, "w"))
+    model.predict_proba(frozen(X, "X2"))
+    model.fit(frozen(X, "X3"), frozen(y, "y3"), epochs=1, batch_size=4)
+    for kernel in (step.train_step_kernel, step.forward_kernel):
+        assert kernel.signatures, kernel
+        read_only = [s for s in kernel.signatures if any("readonly" in str(a) for a in s)]
+        assert read_only == [], read_only
 
 
 def test_read_only_and_mmap_inputs_to_the_backend_operations(frozen, dtype):

@@ -53,6 +53,12 @@ _COMPOSED_ACTIVATIONS = frozenset(_UFUNC_ACTIVATIONS) | _UFUNC_DERIVATIVES
 _MAX_SCRATCH = 8
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a`` itself, or a copy when it is read-only (the whole-step kernels are compiled for
+    writable arrays only; they never write their inputs)."""
+    return a if a.flags.writeable else a.copy()
+
+
 class NumbaBackend(NumpyBackend):
     """Fused Numba kernels for every operation; float32 and float64.
 
@@ -68,8 +74,11 @@ class NumbaBackend(NumpyBackend):
     Notes
     -----
     The first Numba backend of a process starts Numba's pool and picks its threading layer (once
-    per process). Kernels compile on first use for each dtype (and read-only/writable variant of
-    an input) and are cached on disk (``NUMBA_CACHE_DIR``).
+    per process). Kernels compile on first use for each dtype (and, for the single operations,
+    each read-only/writable variant of an input) and are cached on disk (``NUMBA_CACHE_DIR``).
+    ``train_step`` and ``forward`` copy a read-only input (``np.load(mmap_mode="r")``, a frozen
+    array) instead: Numba types it apart, and a second specialisation of the whole step costs
+    ~10 s of compiling against one copy of the batch.
     """
 
     name = "numba"
@@ -258,6 +267,7 @@ class NumbaBackend(NumpyBackend):
     def forward(self, plan, X):
         if plan.activations & _COMPOSED_ACTIVATIONS:
             return super().forward(plan, X)
+        X = _writable(X)
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
             step.forward_kernel(X, self.setup.gemm[X.dtype], *plan.kernel_args)
@@ -270,12 +280,12 @@ class NumbaBackend(NumpyBackend):
                    max_grad_norm=None):
         if plan.activations & _COMPOSED_ACTIVATIONS:
             return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm)
-        dtype = X.dtype
+        X, dtype = _writable(X), X.dtype
         has_labels = y.ndim == 1
-        labels = y.astype(np.intp, copy=False) if has_labels else self._no_labels
-        targets = self._no_dX[dtype] if has_labels else y
+        labels = _writable(y.astype(np.intp, copy=False)) if has_labels else self._no_labels
+        targets = self._no_dX[dtype] if has_labels else _writable(y)
         weighted = sample_weight is not None
-        weights = sample_weight if weighted else self._no_weights[dtype]
+        weights = _writable(sample_weight) if weighted else self._no_weights[dtype]
         total = _weight_total(sample_weight) if weighted else float(X.shape[0])
         if update is None:
             kind, coefficients, buffers = NO_UPDATE, self._no_coefficients, (plan.arena,) * 3
