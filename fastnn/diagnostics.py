@@ -78,6 +78,10 @@ factors of 10–30 are normal between layers and optimizers (Adam's first steps 
 layer at lr 1e-3 give about 2e-2)."""
 UPDATE_RATIO_LOW = 1e-5
 """Warn below this (100× under the rule of thumb): the weights barely move."""
+ANNEALED_LR_FRACTION = 0.1
+"""No "updates far too small" warning in an epoch whose learning rate a schedule has lowered to
+this fraction of the run's peak or below: small steps are then the schedule's intent (one-cycle
+ends 10⁴–10⁵× under its peak), and "raise the learning rate" would be the wrong advice."""
 VANISHING_GRAD_NORM = 1e-4
 """Warn when a layer's mean gradient norm is below this: with fastnn's mean-over-batch losses the
 gradient norms of a learning MLP are around 1e-2 to 10, so 1e-4 means the layer receives almost
@@ -177,7 +181,8 @@ CONDITIONS = {
 
 def health_warnings(logs: dict, activations: tuple[str, ...] | None = None,
                     widths: tuple[int, ...] | None = None,
-                    skip: set[tuple[str, int]] = frozenset()) -> list[tuple[str, tuple[int, ...], str]]:
+                    skip: set[tuple[str, int]] = frozenset(),
+                    peak_lr: float | None = None) -> list[tuple[str, tuple[int, ...], str]]:
     """``(condition, layers, message)`` for every condition of :data:`CONDITIONS` that holds in
     one epoch's logs, one message for all the layers it holds for, e.g. ``"layer 2: dead relu
     units in epoch 1 (never active on any training row, so they get no gradient: 97% of 128) —
@@ -185,12 +190,19 @@ def health_warnings(logs: dict, activations: tuple[str, ...] | None = None,
 
     ``activations``/``widths``: the hidden layers' activation names and widths, for the message
     (optional: ``fastnn report`` has the logs only). ``skip``: ``(condition, layer)`` pairs to
-    leave out (those already reported).
+    leave out (those already reported). ``peak_lr``: the highest epoch learning rate (``logs["lr"]``)
+    of the run so far; "updates far too small" is left out of an epoch whose rate is at most
+    :data:`ANNEALED_LR_FRACTION` of it (a schedule annealing on purpose).
     """
     epoch = logs.get("epoch", "?")
     layers = diag_layers(logs)
+    lr = logs.get("lr")
+    annealed = (isinstance(lr, (int, float)) and peak_lr is not None
+                and lr <= ANNEALED_LR_FRACTION * peak_lr)
     found = []
     for name, condition in CONDITIONS.items():
+        if name == "update_low" and annealed:
+            continue
         hits = []
         for layer in layers:
             v = logs.get(diag_key(layer, condition.stat))
@@ -222,6 +234,14 @@ def health_warnings(logs: dict, activations: tuple[str, ...] | None = None,
     return found
 
 
+def peak_learning_rate(peak: float | None, logs: dict) -> float | None:
+    """``peak`` updated with one epoch's ``logs["lr"]`` (the run's highest epoch rate so far)."""
+    lr = logs.get("lr")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        return peak
+    return lr if peak is None else max(peak, lr)
+
+
 class LayerHealth(Callback):
     """Per-layer health statistics each epoch, and plain-language warnings (see the module docstring).
 
@@ -251,6 +271,7 @@ class LayerHealth(Callback):
         self.warnings: list[HealthWarning] = []
         self._pending: list[str] = []
         self._fired: set[tuple[str, int]] = set()
+        self._peak_lr: float | None = None
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, trainer) -> None:
@@ -354,8 +375,9 @@ class LayerHealth(Callback):
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         logs.update(self.epoch_statistics())
+        self._peak_lr = peak_learning_rate(self._peak_lr, logs)
         for condition, layers, message in health_warnings(logs, self._activations, self._widths,
-                                                          skip=self._fired):
+                                                          skip=self._fired, peak_lr=self._peak_lr):
             self._fired.update((condition, layer) for layer in layers)
             self.warnings.append(HealthWarning(epoch, layers, condition, message))
             self._pending.append(message)

@@ -360,6 +360,13 @@ class FFNN:
             raise ValueError("optimizer is bound to a different model than this one.")
         if max_grad_norm is not None:
             max_grad_norm = check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False)
+        return self._update_step(X, y, sample_weight, training, optimizer, max_grad_norm)
+
+    def _update_step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                     training: bool, optimizer, max_grad_norm: float | None) -> TrainStep:
+        """:meth:`train_step` with an optimizer, without its per-batch checks: for batches that are
+        already known to pass them (:class:`~fastnn.training.Trainer` checks the data once per
+        ``fit`` and gathers each batch into its own buffers) and a validated ``max_grad_norm``."""
         result = self._step(X, y, sample_weight, training, optimizer.next_rule(), max_grad_norm)
         if result.updated:
             optimizer.advance()

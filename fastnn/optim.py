@@ -92,12 +92,11 @@ class Optimizer(ABC):
     def _update(self, param: np.ndarray, grad: np.ndarray, rule: UpdateRule) -> None:
         """One backend update of ``param`` (the arena) and the state from ``grad`` (read only)."""
 
-    def _rule(self, kind: int, coefficients, *buffers: np.ndarray | None) -> UpdateRule:
+    def _rule(self, kind: int, coefficients: tuple, *buffers: np.ndarray | None) -> UpdateRule:
         arena = self.model.arena
-        slots = [arena if b is None else b for b in buffers] + [arena] * (3 - len(buffers))
-        values = np.zeros(8, dtype=np.float64)
-        values[: len(coefficients)] = coefficients
-        return UpdateRule(kind, values, tuple(slots))
+        slots = tuple([arena if b is None else b for b in buffers] + [arena] * (3 - len(buffers)))
+        values = np.array(coefficients + (0.0,) * (8 - len(coefficients)), dtype=np.float64)
+        return UpdateRule(kind, values, slots)
 
     # ---------------------------------------------------------------- persistence
     def hyperparameters(self) -> dict:

@@ -16,6 +16,7 @@ from fastnn.cli.main import main
 from fastnn.diagnostics import (
     SATURATED_ROWS,
     SATURATION_BANDS,
+    UPDATE_RATIO_LOW,
     LayerHealth,
     diag_key,
     health_warnings,
@@ -243,6 +244,37 @@ def test_each_condition_has_its_warning(logs, condition):
     found = health_warnings({"epoch": 3, **logs}, ("tanh",), (16,))
     assert [c for c, _, _ in found] == [condition]
     assert " in epoch 3 " in found[0][2]
+
+
+def test_small_updates_under_an_annealed_learning_rate_are_not_a_warning():
+    """One-cycle ends ~1e5x under its peak: tiny updates there are the schedule's intent."""
+    logs = {"epoch": 38, "lr": 1.2e-8, diag_key(1, "update_ratio"): 4e-6}
+    assert [c for c, _, _ in health_warnings(logs, ("relu",), (16,), peak_lr=3e-3)] == []
+    assert [c for c, _, _ in health_warnings(logs, ("relu",), (16,), peak_lr=1.2e-8)] == ["update_low"]
+    assert [c for c, _, _ in health_warnings(logs, ("relu",), (16,))] == ["update_low"]
+    # only that condition is left out
+    logs[diag_key(1, "update_ratio")] = 0.5
+    assert [c for c, _, _ in health_warnings(logs, ("relu",), (16,), peak_lr=3e-3)] == ["update_high"]
+
+
+@pytest.mark.parametrize("annealed", [True, False])
+def test_layer_health_leaves_out_small_updates_only_where_the_schedule_annealed(annealed):
+    """A schedule that lowered the rate a millionfold gives tiny updates and no warning; the same
+    tiny rate held from the start (nothing annealed) is a warning."""
+    from fastnn.schedules import MultiStepLR
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 6)), rng.integers(0, 3, 64)
+    model = fastnn.FFNN([6, 8, 3], dtype="float64", seed=0)
+    health = LayerHealth(sample_every=1, warn=False)
+    if annealed:
+        opt = fastnn.optim.SGD(model, lr=0.1)
+        callbacks = [health, MultiStepLR(opt, milestones=[2], gamma=1e-6)]
+    else:
+        opt, callbacks = fastnn.optim.SGD(model, lr=1e-7), [health]
+    history = model.fit(X, y, epochs=4, batch_size=16, optimizer=opt, callbacks=callbacks)
+    assert 0 < history.epochs[-1][diag_key(1, "update_ratio")] < UPDATE_RATIO_LOW
+    low = [w for w in health.warnings if w.condition == "update_low"]
+    assert (low == []) if annealed else (low != [])
 
 
 def test_no_warning_within_the_thresholds():

@@ -298,13 +298,16 @@ def health_table(runs: list[RunRecord]) -> Table:
 def health_findings(run: RunRecord) -> list[str]:
     """The diagnostics' warnings for a run, from its logs: each condition once per layer, at the
     first epoch it held (what ``fastnn train`` printed)."""
-    from fastnn.diagnostics import health_warnings
+    from fastnn.diagnostics import health_warnings, peak_learning_rate
 
     acts, widths = _hidden_layer_info(run)
     fired: set = set()
     found = []
+    peak_lr = None
     for epoch in run.epochs:
-        for condition, layers, message in health_warnings(epoch, acts, widths, skip=fired):
+        peak_lr = peak_learning_rate(peak_lr, epoch)
+        for condition, layers, message in health_warnings(epoch, acts, widths, skip=fired,
+                                                          peak_lr=peak_lr):
             fired.update((condition, layer) for layer in layers)
             found.append(message)
     return found
