@@ -34,7 +34,7 @@ import numpy as np
 from fastnn.activations import resolve_activation
 from fastnn.backends import Backend, get_backend, unwrap
 from fastnn.backends.plan import (BATCH_NORM_MOMENTUM, NORM_EPS, StepPlan, TrainStep, UpdateRule,
-                                  build_plan, head_loss)
+                                  build_plan, head_loss, label_range_error)
 from fastnn.init import initial_weights, resolve_init
 from fastnn.metrics import count_correct
 from fastnn.validation import (
@@ -295,10 +295,9 @@ class FFNN:
         if not isinstance(y, np.ndarray) or not y.flags.c_contiguous:
             raise ValueError("train_step needs y as a C-contiguous array; validate it with check_y.")
         if y.ndim == 1:
-            # one reduction for both bounds: negative labels are huge as uint64
-            if y.dtype != np.int64 or y.shape[0] != n or y.view(np.uint64).max() >= self.n_outputs:
-                raise ValueError(f"train_step needs y as ({n},) int64 labels in "
-                                 f"[0, {self.n_outputs}); validate them with check_y.")
+            # the backend checks the range [0, C) (the compiled step as it reads the labels)
+            if y.dtype != np.int64 or y.shape[0] != n:
+                raise label_range_error(n, self.n_outputs)
         elif not (self.output == "identity" and y.dtype == self.dtype
                   and y.shape == (n, self.n_outputs)):
             raise ValueError(f"train_step needs y as ({n},) labels or, for the identity head, "
@@ -344,7 +343,8 @@ class FFNN:
         None. These are what :meth:`check_X`, :meth:`check_y` and :meth:`check_sample_weight`
         return: validate data once with them (``fit`` does), then step through batches. Only
         cheap checks run here (types, dtypes, layout, shapes, label range; no finiteness scan);
-        a batch that fails them is a ValueError.
+        a batch that fails them is a ValueError (the label range is checked by the backend, the
+        compiled step as it reads the labels, before anything is written).
 
         Returns
         -------
@@ -360,13 +360,6 @@ class FFNN:
             raise ValueError("optimizer is bound to a different model than this one.")
         if max_grad_norm is not None:
             max_grad_norm = check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False)
-        return self._update_step(X, y, sample_weight, training, optimizer, max_grad_norm)
-
-    def _update_step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
-                     training: bool, optimizer, max_grad_norm: float | None) -> TrainStep:
-        """:meth:`train_step` with an optimizer, without its per-batch checks: for batches that are
-        already known to pass them (:class:`~fastnn.training.Trainer` checks the data once per
-        ``fit`` and gathers each batch into its own buffers) and a validated ``max_grad_norm``."""
         result = self._step(X, y, sample_weight, training, optimizer.next_rule(), max_grad_norm)
         if result.updated:
             optimizer.advance()

@@ -1,9 +1,8 @@
 """The training loop: mini-batches, per-epoch shuffling, validation, metrics and callbacks.
 
 The loop gathers each batch into buffers made once per ``fit`` (through the backend's
-``gather_rows``), makes ``model.train_step``'s call with the optimizer (forward, loss, backward,
-clipping and the update in one backend call) without its per-batch checks, which the data passed
-once at the start, and reports to callbacks.
+``gather_rows``), calls ``model.train_step`` with the optimizer (forward, loss, backward, clipping
+and the update in one backend call), and reports to callbacks.
 Like the model, it validates the data once per ``fit`` (and what a user's ``augment`` returns,
 once per batch) and then calls the backend's operations directly on buffers and indices it made
 itself. Batch order comes from ``model.shuffle_rng``, so a seed fixes it on every backend.
@@ -272,9 +271,9 @@ class Trainer:
                     wb = None if w is None else np.take(w, idx, out=w_buf[:m])
                     if self.augment is not None:
                         xb = check_augmented(self.augment(model, xb), xb.shape, model.dtype)
-                    # forward, loss, backward, clipping and the update: one backend call; the
-                    # batch is checked already (the data once per fit, an augment result above)
-                    step = model._update_step(xb, yb, wb, True, self.optimizer, self.max_grad_norm)
+                    # forward, loss, backward, clipping and the update: one backend call
+                    step = model.train_step(xb, yb, wb, optimizer=self.optimizer,
+                                            max_grad_norm=self.max_grad_norm)
                     if not math.isfinite(step.objective):  # the update was skipped
                         raise TrainingDivergedError(
                             f"the training loss became {step.objective} at epoch {self.epoch}, step "

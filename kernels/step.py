@@ -48,6 +48,8 @@ NO_UPDATE, RULE_SGD, RULE_RMSPROP, RULE_ADAM, RULE_NADAM = range(5)
 HEAD_KIND, HEAD_PROBS, HEAD_TARGETS = range(3)
 #: Slots of the ``result`` array the step writes.
 RES_DATA_LOSS, RES_PENALTY, RES_CORRECT, RES_GRAD_NORM, RES_UPDATED = range(5)
+#: ``result[RES_UPDATED]`` when a label was outside [0, C): the step stopped before writing anything.
+BAD_LABELS = -1.0
 
 
 @kernel(inline="always")
@@ -295,9 +297,17 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
     blas : GEMM handle (:func:`fastnn.kernels.blas.gemm`).
     result : (5,) float64, **overwritten**: data loss, L2 penalty, correct count (or weight),
         gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
+        With labels, each is checked first: one outside [0, C) sets ``result[RES_UPDATED]`` to
+        :data:`BAD_LABELS` and returns before anything else is read or written.
     """
     N = X.shape[0]
     L = table.shape[0]
+    if has_labels:  # checked here, before anything is written: one pass over N labels
+        C = table[L - 1, COL_H]
+        for i in range(N):
+            if labels[i] < 0 or labels[i] >= C:
+                result[RES_UPDATED] = BAD_LABELS
+                return
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
              training, blas)
     data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,

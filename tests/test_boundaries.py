@@ -248,6 +248,30 @@ def test_train_step_refuses_unvalidated_batches(backend, case):
         model.train_step(X, y, w)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])  # on numba: one compiled call / composed
+@pytest.mark.parametrize("label", [3, -1, 2**62])
+def test_a_label_out_of_range_changes_nothing(backend, activation, label):
+    """The range is checked (in the compiled step, as it reads the labels) before any write:
+    parameters, gradients, BatchNorm's running statistics and the optimizer stay as they were."""
+    model = fastnn.FFNN([4, 5, 3], activation=activation, normalization="batch", dropout=0.2,
+                        backend=backend, dtype="float64", seed=0)
+    opt = fastnn.optim.Adam(model, lr=0.1)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(6, 4)), rng.integers(0, 3, 6)
+    model.train_step(X, y, optimizer=opt)  # a real step first: state that could be overwritten
+    before = [a.copy() for a in (model.arena, model.grad_arena, model.running_mean,
+                                 model.running_var, opt.exp_avg, opt.exp_avg_sq)]
+    y[3] = label
+    with pytest.raises(ValueError, match=r"train_step needs y as \(6,\) int64 labels in \[0, 3\)"):
+        model.train_step(X, y, optimizer=opt)
+    after = (model.arena, model.grad_arena, model.running_mean, model.running_var, opt.exp_avg,
+             opt.exp_avg_sq)
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+    assert opt.step_count == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Ctrl-C: deferred to the step boundary
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 from fastnn.activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from fastnn.backends import threads as _threads
 from fastnn.backends.numpy import NumpyBackend, _weight_total, expit
-from fastnn.backends.plan import NO_UPDATE, TrainStep
+from fastnn.backends.plan import NO_UPDATE, TrainStep, label_range_error
 from fastnn.kernels import dense, images, losses, normalization, optimizers, regularisation, rows, step
 
 # Smallest amount of work (elements) for which a kernel's parallel path beats its serial one,
@@ -301,6 +301,8 @@ class NumbaBackend(NumpyBackend):
             if previous != -1:
                 self._pin.restore(previous)
         data_loss, penalty, correct, norm, updated = plan.result.tolist()
+        if updated == step.BAD_LABELS:
+            raise label_range_error(X.shape[0], plan.n_outputs)
         if has_labels:
             correct = float(correct) if weighted else int(correct)
         else:

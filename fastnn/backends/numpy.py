@@ -14,7 +14,7 @@ import numpy as np
 from fastnn.activations import LEAKY_RELU_SLOPE
 from fastnn.backends.base import Backend
 from fastnn.backends.plan import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD, LayerPlan,
-                                  StepPlan, TrainStep, UpdateRule, head_loss)
+                                  StepPlan, TrainStep, UpdateRule, head_loss, label_range_error)
 
 
 @functools.cache
@@ -317,6 +317,8 @@ class NumpyBackend(Backend):
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
                    max_grad_norm=None):
+        if y.ndim == 1 and y.shape[0] and (y.min() < 0 or y.max() >= plan.n_outputs):
+            raise label_range_error(y.shape[0], plan.n_outputs)
         self._forward(plan, X, training)
         data_loss = head_loss(self, plan, y, sample_weight)
         last = plan.layers[-1]

@@ -212,6 +212,12 @@ class StepPlan:
         return self.uniforms.size > 0
 
 
+def label_range_error(n: int, n_classes: int) -> ValueError:
+    """What ``train_step`` raises, on every backend, for a label outside ``[0, n_classes)``."""
+    return ValueError(f"train_step needs y as ({n},) int64 labels in [0, {n_classes}); validate "
+                      f"them with check_y.")
+
+
 def head_loss(backend, plan: StepPlan, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
     """The head's loss on the plan's last forward pass, composed of ``backend``'s public operations;
     its gradient is written into the last layer's ``dout`` (and labels for an MSE head are one-hot
