@@ -38,9 +38,9 @@ def measure(steps: int = 2000, repeats: int = 5, batch: int = 16) -> dict:
     plan, backend = model.plan(batch), model.backend
     kind, coefficients, buffers = trainer.optimizer.next_rule()
     xb, yb = X[:batch].copy(), y[:batch].copy()
-    args = (xb, yb, True, backend._no_dX[xb.dtype], False, backend._no_weights[xb.dtype], False,
-            float(batch), True, 0.0, kind, coefficients, *buffers, backend.setup.gemm[xb.dtype],
-            *plan.kernel_args)
+    no_targets, no_weights = np.empty((0, 0), xb.dtype), np.empty(0, xb.dtype)  # unused slots
+    args = (xb, yb, True, no_targets, False, no_weights, False, float(batch), True, 0.0, kind,
+            coefficients, *buffers, backend.setup.gemm[xb.dtype], *plan.kernel_args)
 
     def calls():
         for _ in range(steps):

@@ -342,9 +342,9 @@ class FFNN:
         targets of the model's dtype for the identity head; sample_weight : (N,) model dtype or
         None. These are what :meth:`check_X`, :meth:`check_y` and :meth:`check_sample_weight`
         return: validate data once with them (``fit`` does), then step through batches. Only
-        cheap checks run here (types, dtypes, layout, shapes, label range; no finiteness scan);
-        a batch that fails them is a ValueError (the label range is checked by the backend, the
-        compiled step as it reads the labels, before anything is written).
+        cheap checks run here (types, dtypes, layout, shapes; no finiteness scan) and the backend
+        checks the label range before it writes anything (the compiled step as it reads the
+        labels); a batch that fails them is a ValueError.
 
         Returns
         -------
