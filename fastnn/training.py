@@ -236,8 +236,8 @@ class Trainer:
             raise ValueError(f"with batch normalization every training batch needs at least 2 rows, "
                              f"but {n} training rows in batches of {bs} leave a last batch of 1; "
                              f"change batch_size (or the number of rows).")
-        buffers = (np.empty((bs, X.shape[1]), model.dtype), np.empty((bs,) + y.shape[1:], y.dtype),
-                   None if w is None else np.empty(bs, model.dtype))
+        buffers = (np.empty((bs, X.shape[1]), model.dtype), np.empty(y.shape, y.dtype),
+                   None if w is None else np.empty(n, model.dtype))
         self.stop_training = False
         self.steps_per_epoch = -(-n // bs)
         self.total_epochs = self.epoch + epochs
@@ -262,13 +262,17 @@ class Trainer:
                 self._call("on_epoch_begin", self.epoch)
                 t0 = time.perf_counter()
                 order = model.shuffle_rng.permutation(n) if shuffle else np.arange(n)
+                # the labels (and weights) in this epoch's order, gathered once: a batch's are a
+                # contiguous slice of them, so a step gathers only its rows of X
+                y_epoch = np.take(y, order, axis=0, out=y_buf)
+                w_epoch = None if w is None else np.take(w, order, out=w_buf)
                 total, correct = 0.0, 0
                 for start in range(0, n, bs):
                     idx = order[start: start + bs]
                     m = idx.shape[0]
                     xb = model.backend.gather_rows(X, idx, x_buf[:m])  # indices from our permutation
-                    yb = np.take(y, idx, axis=0, out=y_buf[:m])
-                    wb = None if w is None else np.take(w, idx, out=w_buf[:m])
+                    yb = y_epoch[start: start + m]
+                    wb = None if w_epoch is None else w_epoch[start: start + m]
                     if self.augment is not None:
                         xb = check_augmented(self.augment(model, xb), xb.shape, model.dtype)
                     # forward, loss, backward, clipping and the update: one backend call
