@@ -17,7 +17,7 @@ class Augmentation:
     """Random integer shifts in [-max_shift, max_shift] along both axes, and left-right flips.
 
     image_shape : (H, W, C) of the flattened rows. max_shift : pixels, ≥ 0. flip : mirror half of
-    the images (use for CIFAR-10, not for Fashion-MNIST where left/right carry meaning less often).
+    the images (both records use it: CIFAR-10's and Fashion-MNIST's best, with less dropout).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], max_shift: int = 2, flip: bool = False):

@@ -92,7 +92,7 @@ class RunConfig:
     dropout: float = _opt(0.0, "Dropout probability after each hidden layer.", "float", "regularisation")
     augment_shift: int = _opt(0, "Random image shifts of up to this many pixels (training only).",
                               "int", "regularisation", minimum=0)
-    augment_flip: bool = _opt(False, "Random horizontal flips (training only; for CIFAR-10).", "bool",
+    augment_flip: bool = _opt(False, "Random horizontal flips (training only).", "bool",
                               "regularisation")
     # optimisation
     optimizer: str = _opt("adam", "Optimizer: " + ", ".join(OPTIMIZERS) + ".", "choice",

@@ -1,7 +1,8 @@
 """The training loop: mini-batches, per-epoch shuffling, validation, metrics and callbacks.
 
-The loop gathers each batch into buffers made once per ``fit`` (through the backend's
-``gather_rows``), calls ``model.train_step`` with the optimizer (forward, loss, backward, clipping
+The loop gathers each batch's rows into a buffer made once per ``fit`` (through the backend's
+``gather_rows``; the labels and weights are put in the epoch's order once per epoch, so a batch's
+are a slice), calls ``model.train_step`` with the optimizer (forward, loss, backward, clipping
 and the update in one backend call), and reports to callbacks.
 Like the model, it validates the data once per ``fit`` (and what a user's ``augment`` returns,
 once per batch) and then calls the backend's operations directly on buffers and indices it made
