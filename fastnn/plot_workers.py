@@ -5,7 +5,7 @@ curves, confusion matrix, layer health) ~1.5–3 s on a 2-core AMD EPYC VM: more
 time of a short run (``fastnn train --limit 2000 --epochs 1`` took 5.5 s, 3.1–3.7 s of it plots).
 So a run starts its plot workers when it starts: they import :mod:`fastnn.plots` and render a
 throw-away figure while the run loads data and Numba kernels (single-threaded work, so the other core
-is free), then sleep on a pipe. At the end the run sends each figure's data and the workers draw
+is free; the warm-up runs niced), then sleep on a pipe. At the end the run sends each figure's data and the workers draw
 them side by side, each writing its PNG atomically as :mod:`fastnn.plots` always does.
 
 The workers are plain subprocesses (``python -c "…fastnn.plot_workers.main()"``) that read pickled requests
@@ -295,15 +295,39 @@ def _warm() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run, not for its workers
-    if hasattr(os, "nice"):
-        try:  # the run comes first: a worker gets the CPU time the run leaves idle
-            os.nice(WORKER_NICENESS)
-        except OSError:
-            pass
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but answers may reach the pipe
-    _warm()
+    _warm_at_low_priority()
     _serve(requests, answers)
+
+
+def _warm_at_low_priority() -> None:
+    """:func:`_warm` in a thread niced by :data:`WORKER_NICENESS`, joined before serving.
+
+    The warm-up overlaps the run's training, so it must take only CPU time the run leaves idle.
+    The figures are drawn after training, while the run waits for them: on a machine busy with
+    other work, a niced drawer got ~10% of a core (one run waited 36 s for its figures). On Linux
+    the nice value is a per-thread attribute, so only the warm-up thread is lowered and the main
+    thread draws at the run's priority; elsewhere ``os.nice`` lowers the whole worker, as before.
+    """
+    failure: list[BaseException] = []
+
+    def warm() -> None:
+        if hasattr(os, "nice"):
+            try:
+                os.nice(WORKER_NICENESS)
+            except OSError:
+                pass
+        try:
+            _warm()
+        except BaseException as exc:  # re-raised in the main thread: the worker fails as before
+            failure.append(exc)
+
+    thread = threading.Thread(target=warm, name="fastnn-plot-warm-up", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 if __name__ == "__main__":

@@ -156,3 +156,33 @@ def test_closing_stops_the_workers(pool):
     processes = [w.process for w in pool._workers]
     pool.close()
     assert all(p.poll() is not None for p in processes)
+
+
+per_thread_nice = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                     reason="the nice value is per thread on Linux only")
+
+
+@per_thread_nice
+def test_the_warm_up_runs_niced_and_the_drawing_at_the_callers_priority(monkeypatch):
+    seen = []
+    monkeypatch.setattr(plot_workers, "_warm", lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    plot_workers._warm_at_low_priority()
+    assert seen == [min(before + plot_workers.WORKER_NICENESS, 19)]  # the warm-up thread's own
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # this (drawing) thread is untouched
+
+
+def test_a_failing_warm_up_fails_the_worker(monkeypatch):
+    def broken():
+        raise ImportError("no matplotlib")
+    monkeypatch.setattr(plot_workers, "_warm", broken)
+    with pytest.raises(ImportError, match="no matplotlib"):
+        plot_workers._warm_at_low_priority()
+
+
+@per_thread_nice
+def test_a_started_worker_draws_at_the_runs_priority(tmp_path, pool):
+    pool.start()
+    pool.draw(jobs_into(tmp_path)[:1])  # warmed up and serving
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [os.getpriority(os.PRIO_PROCESS, w.process.pid) for w in pool._workers] == [ours, ours]
