@@ -16,8 +16,8 @@ from fastnn.validation import check_positive_int
 class Augmentation:
     """Random integer shifts in [-max_shift, max_shift] along both axes, and left-right flips.
 
-    image_shape : (H, W, C) of the flattened rows. max_shift : pixels, ≥ 0. flip : mirror half of
-    the images (both records use it: CIFAR-10's and Fashion-MNIST's best, with less dropout).
+    image_shape : (H, W, C) of the flattened rows. max_shift : pixels, ≥ 0. flip : mirror a random half
+    of the images left to right.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], max_shift: int = 2, flip: bool = False):

@@ -5,8 +5,9 @@ curves, confusion matrix, layer health) ~1.5–3 s on a 2-core AMD EPYC VM: more
 time of a short run (``fastnn train --limit 2000 --epochs 1`` took 5.5 s, 3.1–3.7 s of it plots).
 So a run starts its plot workers when it starts: they import :mod:`fastnn.plots` and render a
 throw-away figure while the run loads data and Numba kernels (single-threaded work, so the other core
-is free; the warm-up runs niced), then sleep on a pipe. At the end the run sends each figure's data and the workers draw
-them side by side, each writing its PNG atomically as :mod:`fastnn.plots` always does.
+is free; the warm-up runs niced), then sleep on a pipe. At the end the run sends each figure's data
+and the workers draw them side by side, each writing its PNG atomically as :mod:`fastnn.plots`
+always does.
 
 The workers are plain subprocesses (``python -c "…fastnn.plot_workers.main()"``) that read pickled requests
 on stdin and answer on stdout; they are not :mod:`multiprocessing` children because its ``spawn``
@@ -323,7 +324,7 @@ def _warm_at_low_priority() -> None:
         except BaseException as exc:  # re-raised in the main thread: the worker fails as before
             failure.append(exc)
 
-    thread = threading.Thread(target=warm, name="fastnn-plot-warm-up", daemon=True)
+    thread = threading.Thread(target=warm, name="fastnn-plot-warm-up")
     thread.start()
     thread.join()
     if failure:
