@@ -40,7 +40,8 @@ def measure(steps: int = 2000, repeats: int = 5, batch: int = 16) -> dict:
     xb, yb = X[:batch].copy(), y[:batch].copy()
     no_targets, no_weights = np.empty((0, 0), xb.dtype), np.empty(0, xb.dtype)  # unused slots
     args = (xb, yb, True, no_targets, False, no_weights, False, float(batch), True, 0.0, kind,
-            coefficients, *buffers, backend.setup.gemm[xb.dtype], *plan.kernel_args)
+            coefficients, *step.RULE_SWITCHES[kind], *buffers, backend.setup.gemm[xb.dtype],
+            *plan.kernel_args)
 
     def calls():
         for _ in range(steps):

@@ -13,6 +13,19 @@ offsets of every layer's parameters in the arena and of its work buffers in one 
 ``flat``; views are made here. So the call has a fixed number of arguments whatever the depth, and
 one compiled version per dtype serves every architecture.
 
+Compiling only what a run uses
+------------------------------
+The per-layer choices (activation, normalisation, dropout) are codes in ``table``, read at run
+time, so one compiled step serves every architecture; but a compiled step then contains every
+option's code, and a first run would compile all of it (every normalisation, both heads, all
+four optimizer rules). *Switches* prevent that: a switch argument is ``None`` when no layer (or
+no update) needs an option and ``True`` when one does, and each option's code sits behind
+``if switch is not None``. Numba types a ``None`` argument as ``NoneType`` and prunes such
+branches before type inference, so an option a run does not use is neither typed nor compiled;
+a run with other options compiles (and caches) a variant of its own. :data:`RULE_SWITCHES`
+gives each optimizer rule's four switches; :attr:`fastnn.backends.plan.StepPlan.kernel_args`
+ends with the plan's five (batch norm, layer norm, dropout, softmax head, MSE head).
+
 Memory traffic of the update
 ----------------------------
 Without gradient clipping, each layer is updated as soon as its gradients are complete (after its
@@ -50,6 +63,11 @@ HEAD_KIND, HEAD_PROBS, HEAD_TARGETS = range(3)
 RES_DATA_LOSS, RES_PENALTY, RES_CORRECT, RES_GRAD_NORM, RES_UPDATED = range(5)
 #: ``result[RES_UPDATED]`` when a label was outside [0, C): the step stopped before writing anything.
 BAD_LABELS = -1.0
+#: The switches ``(sgd, rmsprop, adam, nadam)`` of :func:`train_step_kernel` for each rule kind:
+#: ``True`` for the rule that runs, ``None`` (compiled away) for the others.
+RULE_SWITCHES = {NO_UPDATE: (None, None, None, None), RULE_SGD: (True, None, None, None),
+                 RULE_RMSPROP: (None, True, None, None), RULE_ADAM: (None, None, True, None),
+                 RULE_NADAM: (None, None, None, True)}
 
 
 @kernel(inline="always")
@@ -74,15 +92,18 @@ def _norm_views(flat, table, arena, l, N, H):
 
 @kernel()
 def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var, slope, norm_eps,
-                         bn_momentum, training, blas):
+                         bn_momentum, training, blas, batch_norm, layer_norm):
     """Layer ``l`` of the forward pass on its (N, D) input ``a`` (flat view): writes the layer's
-    output (and pre-activation / normalisation buffers) into ``flat``."""
+    output (and pre-activation / normalisation buffers) into ``flat``. ``batch_norm``,
+    ``layer_norm``: switches (module docstring)."""
     D, H = table[l, COL_D], table[l, COL_H]
     W = arena[table[l, COL_W]: table[l, COL_W] + D * H]
     b = arena[table[l, COL_B]: table[l, COL_B] + H]
     code = table[l, COL_ACT]
     out = _rows(flat, table[l, COL_OUT], N, H)
     norm = table[l, COL_NORM]
+    if batch_norm is None and layer_norm is None:
+        norm = NORM_NONE
     if norm == NORM_NONE:
         pre = table[l, COL_PREACT]
         z_off = pre if pre >= 0 else table[l, COL_OUT]
@@ -93,12 +114,12 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
     lin_off = table[l, COL_LINEAR]
     Zl, U, gamma, beta, mean, inv_std = _norm_views(flat, table, arena, l, N, H)
     gemm(blas, False, False, N, H, D, a, D, W, H, flat[lin_off: lin_off + N * H], H)
-    bias_activation_rows(Zl, b, IDENTITY, slope, Zl)
-    if norm == NORM_BATCH:
+    bias_activation_rows(Zl, b, int(IDENTITY), slope, Zl)  # int(): one signature, not a literal's
+    if batch_norm is not None and norm == NORM_BATCH:
         r = table[l, COL_RUNNING]
         batch_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, running_mean[r: r + H],
                                   running_var[r: r + H], training, bn_momentum, norm_eps)
-    else:
+    elif layer_norm is not None:
         layer_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, norm_eps)
     for i in range(N):
         activate_row(U[i], out[i], code, slope)
@@ -106,23 +127,25 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
 
 @kernel()
 def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
-             bn_momentum, training, blas):
-    """The forward pass over every layer; dropout (``training`` only) from the drawn uniforms."""
+             bn_momentum, training, blas, batch_norm, layer_norm, dropout):
+    """The forward pass over every layer; dropout (``training`` only) from the drawn uniforms.
+    ``batch_norm``, ``layer_norm``, ``dropout``: switches (module docstring)."""
     N = X.shape[0]
     L = table.shape[0]
     in_off = -1
     for l in range(L):
         if l == 0:
             _dense_layer_forward(X.reshape(-1), N, l, flat, table, arena, running_mean, running_var,
-                                 slope, norm_eps, bn_momentum, training, blas)
+                                 slope, norm_eps, bn_momentum, training, blas, batch_norm,
+                                 layer_norm)
         else:
             D = table[l, COL_D]
             _dense_layer_forward(flat[in_off: in_off + N * D], N, l, flat, table, arena,
                                  running_mean, running_var, slope, norm_eps, bn_momentum, training,
-                                 blas)
+                                 blas, batch_norm, layer_norm)
         H = table[l, COL_H]
         in_off = table[l, COL_OUT]
-        if training and table[l, COL_DROPPED] >= 0:
+        if dropout is not None and training and table[l, COL_DROPPED] >= 0:
             dropout_forward_kernel(_rows(flat, table[l, COL_OUT], N, H),
                                    _rows(flat, table[l, COL_UNIFORM], N, H), rates[l],
                                    _rows(flat, table[l, COL_DROPPED], N, H),
@@ -131,46 +154,53 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
 
 
 @kernel()
-def forward_kernel(X, blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
-                   label_smoothing, l2, slope, norm_eps, bn_momentum, result):
+def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, grad, running_mean,
+                   running_var, label_smoothing, l2, slope, norm_eps, bn_momentum, result,
+                   batch_norm, layer_norm, dropout, softmax_head, mse_head):
     """Inference: the forward pass in evaluation mode (no dropout; BatchNorm's running statistics).
 
-    X : (N, D) float, read only. blas : GEMM handle. The other arguments are the plan's
-    (:attr:`StepPlan.kernel_args`; ``grad``, ``head_table``, the loss constants and ``result``
-    are not used). ``flat``'s output views are overwritten (the network output is the last
+    X : (N, D) float, read only. training : pass False (evaluation mode). It is an argument, not
+    a constant here, so that the forward pass is compiled once for this kernel and
+    :func:`train_step_kernel` (a literal ``False`` would be a type of its own: a second
+    compilation of the whole forward pass on a first run). blas : GEMM handle. The other arguments are the plan's
+    (:attr:`StepPlan.kernel_args`; ``grad``, ``head_table``, the loss constants, ``result`` and the
+    head switches are not used). ``flat``'s output views are overwritten (the network output is the last
     layer's ``COL_OUT`` view). Nothing else is written.
     """
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
-             False, blas)
+             training, blas, batch_norm, layer_norm, dropout)
 
 
 @kernel()
-def _apply_rule(kind, c, p, g, s1, s2, s3):
-    """One optimizer update of the slices ``p`` (params), ``g`` (grads, read only), ``s1..s3`` (state)."""
-    if kind == RULE_SGD:
+def _apply_rule(kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3):
+    """One optimizer update of the slices ``p`` (params), ``g`` (grads, read only), ``s1..s3``
+    (state); ``sgd`` … ``nadam``: the rule switches (:data:`RULE_SWITCHES`)."""
+    if sgd is not None and kind == RULE_SGD:
         sgd_block(p, g, s1, c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0)
-    elif kind == RULE_RMSPROP:
+    elif rmsprop is not None and kind == RULE_RMSPROP:
         rmsprop_block(p, g, s1, s2, s3, c[0], c[1], c[2], c[3], c[4], c[5] != 0.0)
-    elif kind == RULE_ADAM:
+    elif adam is not None and kind == RULE_ADAM:
         adam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
-    elif kind == RULE_NADAM:
+    elif nadam is not None and kind == RULE_NADAM:
         nadam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
 
 
 @kernel(inline="always")
-def _update_range(lo, hi, kind, c, arena, grad, s1, s2, s3):
-    _apply_rule(kind, c, arena[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi], s3[lo:hi])
+def _update_range(lo, hi, kind, c, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3):
+    _apply_rule(kind, c, sgd, rmsprop, adam, nadam, arena[lo:hi], grad[lo:hi], s1[lo:hi],
+                s2[lo:hi], s3[lo:hi])
 
 
 @kernel()
 def _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N, flat,
-          table, head_table, label_smoothing):
-    """The head's loss on the last layer's output; its gradient into the last layer's ``dout``."""
+          table, head_table, label_smoothing, softmax_head, mse_head):
+    """The head's loss on the last layer's output; its gradient into the last layer's ``dout``.
+    ``softmax_head``, ``mse_head``: switches (module docstring)."""
     last = table.shape[0] - 1
     C = table[last, COL_H]
     out = _rows(flat, table[last, COL_OUT], N, C)
     dout = _rows(flat, table[last, COL_DOUT], N, C)
-    if head_table[HEAD_KIND] == HEAD_SOFTMAX:
+    if softmax_head is not None and head_table[HEAD_KIND] == HEAD_SOFTMAX:
         probs = _rows(flat, head_table[HEAD_PROBS], N, C)
         if weighted and total_weight == 0.0:  # no weight in the batch: loss and gradient zero
             softmax_rows(out, probs)
@@ -180,14 +210,16 @@ def _loss(labels, has_labels, targets, has_targets, weights, weighted, total_wei
             return 0.0
         return softmax_cross_entropy_rows(out, labels, weights, weighted, probs, dout,
                                           label_smoothing, total_weight) / total_weight
+    if mse_head is None:
+        return 0.0
     if has_targets:
         T = targets
-        return _mse(out, T, dout, weights, weighted, total_weight)
-    T = _rows(flat, head_table[HEAD_TARGETS], N, C)  # one-hot labels
-    for i in range(N):
-        for j in range(C):
-            T[i, j] = 0.0
-        T[i, labels[i]] = 1.0
+    else:
+        T = _rows(flat, head_table[HEAD_TARGETS], N, C)  # one-hot labels
+        for i in range(N):
+            for j in range(C):
+                T[i, j] = 0.0
+            T[i, labels[i]] = 1.0
     return _mse(out, T, dout, weights, weighted, total_weight)
 
 
@@ -227,18 +259,22 @@ def _count_correct(out, labels, weights, weighted):
 
 
 @kernel()
-def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas):
+def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, batch_norm,
+                    layer_norm, dropout):
     """Layer ``l``'s backward pass from its ``dout`` (∂L/∂output) and its (N, D) input ``a`` (flat
     view): ``dout`` becomes ∂L/∂Z; dW, db (and dγ, dβ) written into ``grad``; ∂L/∂input into the
-    previous layer's ``dout`` (not for the first layer)."""
+    previous layer's ``dout`` (not for the first layer). ``batch_norm``, ``layer_norm``,
+    ``dropout``: switches (module docstring)."""
     D, H = table[l, COL_D], table[l, COL_H]
     code = table[l, COL_ACT]
     out = _rows(flat, table[l, COL_OUT], N, H)
     dout_off = table[l, COL_DOUT]
     dout = _rows(flat, dout_off, N, H)
-    if training and table[l, COL_DROPPED] >= 0:
+    if dropout is not None and training and table[l, COL_DROPPED] >= 0:
         dropout_backward_kernel(dout, _rows(flat, table[l, COL_MASK], N, H))
     norm = table[l, COL_NORM]
+    if batch_norm is None and layer_norm is None:
+        norm = NORM_NONE
     pre = table[l, COL_PREACT]
     if norm == NORM_NONE:
         if code != IDENTITY:
@@ -250,9 +286,9 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas):
             activation_grad_rows(out, U, dout, code, slope)
         dgamma = grad[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
         dbeta = grad[table[l, COL_BETA]: table[l, COL_BETA] + H]
-        if norm == NORM_BATCH:
+        if batch_norm is not None and norm == NORM_BATCH:
             batch_norm_backward_kernel(Zl, gamma, mean, inv_std, dout, dgamma, dbeta, training)
-        else:
+        elif layer_norm is not None:
             layer_norm_backward_kernel(Zl, gamma, mean, inv_std, dout, dgamma, dbeta)
     w_off, b_off = table[l, COL_W], table[l, COL_B]
     dflat = flat[dout_off: dout_off + N * H]
@@ -271,9 +307,10 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas):
 
 @kernel()
 def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weighted, total_weight,
-                      training, max_norm, kind, coefficients, s1, s2, s3, blas, flat, table, rates,
-                      head_table, arena, grad, running_mean, running_var, label_smoothing, l2, slope,
-                      norm_eps, bn_momentum, result):
+                      training, max_norm, kind, coefficients, sgd, rmsprop, adam, nadam, s1, s2, s3,
+                      blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
+                      label_smoothing, l2, slope, norm_eps, bn_momentum, result, batch_norm,
+                      layer_norm, dropout, softmax_head, mse_head):
     """One training step of a batch in one call.
 
     Parameters
@@ -293,7 +330,10 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
     training : dropout and batch statistics on. max_norm : clip the gradients' global norm to this
         when > 0 (:func:`clip_grad_norm_kernel`).
     kind, coefficients, s1, s2, s3 : the optimizer's :class:`~fastnn.backends.plan.UpdateRule`
-        (``kind == NO_UPDATE``: gradients only).
+        (``kind == NO_UPDATE``: gradients only). sgd, rmsprop, adam, nadam : the rule's switches,
+        ``RULE_SWITCHES[kind]`` (only that rule's code is compiled).
+    batch_norm, layer_norm, dropout, softmax_head, mse_head : the plan's switches (the last five
+        of its ``kernel_args``; module docstring).
     blas : GEMM handle (:func:`fastnn.kernels.blas.gemm`).
     result : (5,) float64, **overwritten**: data loss, L2 penalty, correct count (or weight),
         gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
@@ -309,9 +349,9 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                 result[RES_UPDATED] = BAD_LABELS
                 return
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
-             training, blas)
+             training, blas, batch_norm, layer_norm, dropout)
     data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,
-                      flat, table, head_table, label_smoothing)
+                      flat, table, head_table, label_smoothing, softmax_head, mse_head)
     last = L - 1
     correct = 0.0
     if has_labels:
@@ -322,28 +362,32 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
     squares = 0.0
     for l in range(L - 1, -1, -1):
         if l == 0:
-            _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas)
+            _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas,
+                            batch_norm, layer_norm, dropout)
         else:
             prev = table[l - 1, COL_DROPPED] if training and table[l - 1, COL_DROPPED] >= 0 \
                 else table[l - 1, COL_OUT]
             D = table[l, COL_D]
             _layer_backward(flat[prev: prev + N * D], N, l, flat, table, arena, grad, slope,
-                            training, blas)
+                            training, blas, batch_norm, layer_norm, dropout)
         w_off, D, H = table[l, COL_W], table[l, COL_D], table[l, COL_H]
         if l2 != 0.0:
             squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)
         if per_layer:  # this layer's gradients are final: update it while they are in cache
-            _update_range(w_off, w_off + D * H, kind, coefficients, arena, grad, s1, s2, s3)
+            _update_range(w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam, nadam,
+                          arena, grad, s1, s2, s3)
             b_off = table[l, COL_B]
-            _update_range(b_off, b_off + H, kind, coefficients, arena, grad, s1, s2, s3)
+            _update_range(b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam, nadam,
+                          arena, grad, s1, s2, s3)
             if table[l, COL_NORM] != NORM_NONE:
                 g_off = table[l, COL_GAMMA]
-                _update_range(g_off, g_off + 2 * H, kind, coefficients, arena, grad, s1, s2, s3)
+                _update_range(g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop, adam,
+                              nadam, arena, grad, s1, s2, s3)
     norm = 0.0
     if max_norm > 0.0:
         norm = clip_grad_norm_kernel(grad, max_norm)
     if kind != NO_UPDATE and finite and not per_layer:
-        _apply_rule(kind, coefficients, arena, grad, s1, s2, s3)
+        _apply_rule(kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3)
     result[RES_DATA_LOSS] = data_loss
     result[RES_PENALTY] = 0.5 * l2 * squares
     result[RES_CORRECT] = correct

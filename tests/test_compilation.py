@@ -67,7 +67,7 @@ WARM_UP = """
     from fastnn.config import RunConfig
     before = cache_status().warm
     config = RunConfig.from_dict({"hidden": [8], "backend": "numba", "dtype": "float32",
-                                  "batch_size": 16, "wandb_mode": "disabled"})
+                                  "batch_size": 16, "wandb_mode": "disabled", **OPTIONS})
     stream = io.StringIO()
     result = warm_up(config, progress=True, stream=stream)
     print(json.dumps({"before": before, "after": cache_status().as_dict(), "compiled": result.compiled,
@@ -75,8 +75,25 @@ WARM_UP = """
 """
 
 
+def _warm_up(cache_dir, **options) -> dict:
+    return json.loads(_run(f"OPTIONS = {options!r}\n" + textwrap.dedent(WARM_UP), cache_dir).splitlines()[-1])
+
+
+#: Kernels only some runs need, by the option that needs them (kernels/step.py's switches).
+OPTIONAL_KERNELS = {"batch norm": ("batch_norm_forward_kernel", "batch_norm_backward_kernel"),
+                    "layer norm": ("layer_norm_forward_kernel", "layer_norm_backward_kernel"),
+                    "dropout": ("dropout_forward_kernel", "dropout_backward_kernel"),
+                    "mse": ("mse_block", "mse_weighted_rows"), "sgd": ("sgd_block",),
+                    "rmsprop": ("rmsprop_block",), "adam": ("adam_block",), "nadam": ("nadam_block",)}
+
+
+def _compiled_options(compiled: list[str]) -> set[str]:
+    names = {name.rsplit(".", 1)[-1] for name in compiled}
+    return {option for option, kernels in OPTIONAL_KERNELS.items() if names & set(kernels)}
+
+
 def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing(tmp_path):
-    cold = json.loads(_run(WARM_UP, tmp_path).splitlines()[-1])
+    cold = _warm_up(tmp_path)
     assert cold["before"] == []
     assert cold["compiled"], "an empty cache compiles"
     assert any("train_step_kernel" in name for name in cold["compiled"]), "the one-call step"
@@ -88,9 +105,20 @@ def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing
     assert cold["after"]["warm"] == ["float32"] and cold["after"]["origin"] == "NUMBA_CACHE_DIR"
     assert cold["after"]["path"].startswith(str(tmp_path))
 
-    warm = json.loads(_run(WARM_UP, tmp_path).splitlines()[-1])
+    assert _compiled_options(cold["compiled"]) == {"adam"}, \
+        "a plain Adam run compiles no normalisation, dropout, MSE head or other optimizer"
+
+    warm = _warm_up(tmp_path)
     assert warm["before"] == ["float32"]
     assert warm["compiled"] == [] and warm["output"] == "", "a warm cache compiles and prints nothing"
+
+
+def test_a_run_compiles_the_options_it_uses_and_no_others(tmp_path):
+    cold = _warm_up(tmp_path, normalization="batch", dropout=0.2, optimizer="sgd")
+    assert _compiled_options(cold["compiled"]) == {"batch norm", "dropout", "sgd"}
+    other = _warm_up(tmp_path, normalization="layer", loss="mse", optimizer="nadam")
+    assert _compiled_options(other["compiled"]) == {"layer norm", "mse", "nadam"}, \
+        "another combination of options compiles a variant of its own"
 
 
 def test_warm_up_does_nothing_for_the_numpy_backend():

@@ -308,8 +308,10 @@ def test_cli_predict_and_onnx_export_of_a_normalised_checkpoint(tmp_path, digits
     rows = [line.split(",") for line in cli(["predict", tmp_path / "m.npz", tmp_path / "rows.npz",
                                              "--proba"]).splitlines()]
     assert rows[0] == ["prediction"] + [f"p({n})" for n in names]
+    # the CLI standardises the rows itself: float32 rounding apart (seen: 1.4e-6 relative on one
+    # of 2,000 probabilities on an AVX-512 Xeon), the model's own probabilities
     np.testing.assert_allclose(np.array([[float(v) for v in r[1:]] for r in rows[1:]]), expected,
-                               rtol=1e-6, atol=1e-8)
+                               rtol=1e-5, atol=1e-7)
     assert [r[0] for r in rows[1:]] == [names[k] for k in expected.argmax(axis=1)]
 
     assert "outputs probabilities, label" in cli(["export", tmp_path / "m.npz", "--format", "onnx",

@@ -270,7 +270,7 @@ class NumbaBackend(NumpyBackend):
         X = _writable(X)
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
-            step.forward_kernel(X, self.setup.gemm[X.dtype], *plan.kernel_args)
+            step.forward_kernel(X, False, self.setup.gemm[X.dtype], *plan.kernel_args)
         finally:
             if previous != -1:
                 self._pin.restore(previous)
@@ -296,7 +296,8 @@ class NumbaBackend(NumpyBackend):
             step.train_step_kernel(
                 X, labels, has_labels, targets, not has_labels, weights, weighted, total, training,
                 0.0 if max_grad_norm is None else float(max_grad_norm), kind, coefficients,
-                buffers[0], buffers[1], buffers[2], self.setup.gemm[dtype], *plan.kernel_args)
+                *step.RULE_SWITCHES[kind], buffers[0], buffers[1], buffers[2],
+                self.setup.gemm[dtype], *plan.kernel_args)
         finally:
             if previous != -1:
                 self._pin.restore(previous)

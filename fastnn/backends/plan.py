@@ -185,14 +185,27 @@ class StepPlan:
 
     @property
     def kernel_args(self) -> tuple:
-        """The plan's arguments of :func:`fastnn.kernels.step.train_step_kernel` (its last 14,
-        from ``flat`` on) and :func:`~fastnn.kernels.step.forward_kernel`, in order; made once."""
+        """The plan's arguments of :func:`fastnn.kernels.step.train_step_kernel` (its last 19,
+        from ``flat`` on) and :func:`~fastnn.kernels.step.forward_kernel`, in order; made once.
+
+        The last five are the compile-time switches (``True`` where the network uses the option,
+        ``None`` where it does not, which compiles the option away): batch norm, layer norm,
+        dropout, softmax head, MSE head (see :mod:`fastnn.kernels.step`).
+        """
         args = self.__dict__.get("_kernel_args")
         if args is None:
+            norms = {layer.norm for layer in self.layers}
+
+            def switch(used: bool):
+                return True if used else None
+
             args = self.__dict__["_kernel_args"] = (
                 self.flat, self.table, self.rates, self.head_table, self.arena, self.grad_arena,
                 self.running_mean, self.running_var, self.label_smoothing, self.l2, self.slope,
-                self.norm_eps, self.bn_momentum, self.result)
+                self.norm_eps, self.bn_momentum, self.result, switch("batch" in norms),
+                switch("layer" in norms), switch(bool((self.rates > 0).any())),
+                switch(self.head_table[HEAD_KIND] == HEAD_SOFTMAX),
+                switch(self.head_table[HEAD_KIND] == HEAD_MSE))
         return args
 
     @property
