@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastnn.config import RunConfig
 
-KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "images", "losses", "normalization",
+KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "fpmode", "images", "losses", "normalization",
                   "optimizers", "regularisation", "rows", "step")
 """The modules of :mod:`fastnn.kernels` whose dispatchers are cached."""
 

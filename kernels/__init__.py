@@ -7,6 +7,7 @@ Modules, by concern: :mod:`~fastnn.kernels.blas` (the GEMM, NumPy's BLAS called 
 :mod:`~fastnn.kernels.optimizers` (SGD, RMSprop, Adam, NAdam steps),
 :mod:`~fastnn.kernels.regularisation` (dropout, gradient clipping),
 :mod:`~fastnn.kernels.normalization` (batch and layer norm),
+:mod:`~fastnn.kernels.fpmode` (flush-to-zero for a kernel's own work),
 :mod:`~fastnn.kernels.images` (image shifts and flips), :mod:`~fastnn.kernels.rows` (row
 gathering) and :mod:`~fastnn.kernels.step` (the whole training step and inference as single calls,
 composed of the others' serial building blocks).

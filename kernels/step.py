@@ -44,6 +44,7 @@ from fastnn.kernels import kernel
 from fastnn.kernels.activations import IDENTITY, activate_row
 from fastnn.kernels.blas import gemm
 from fastnn.kernels.dense import activation_grad_rows, bias_activation_rows
+from fastnn.kernels.fpmode import flush_subnormals_begin, flush_subnormals_end
 from fastnn.kernels.losses import (l2_block, mse_block, mse_weighted_rows, softmax_cross_entropy_rows,
                                    softmax_rows)
 from fastnn.kernels.normalization import (batch_norm_backward_kernel, batch_norm_forward_kernel,
@@ -339,6 +340,11 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
         gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
         With labels, each is checked first: one outside [0, C) sets ``result[RES_UPDATED]`` to
         :data:`BAD_LABELS` and returns before anything else is read or written.
+
+    The step runs with flush-to-zero and denormals-are-zero set on the calling thread (its own
+    arithmetic, the optimizer update included; not the BLAS's other threads), restored before it
+    returns: a result that would be subnormal (below ~1.2e-38 in float32) is 0, which spares the
+    microcode assists subnormals cost on many x86 cores (:mod:`fastnn.kernels.fpmode`).
     """
     N = X.shape[0]
     L = table.shape[0]
@@ -348,6 +354,7 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
             if labels[i] < 0 or labels[i] >= C:
                 result[RES_UPDATED] = BAD_LABELS
                 return
+    mxcsr = flush_subnormals_begin()  # this thread's work flushes subnormals (kernels/fpmode.py)
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
              training, blas, batch_norm, layer_norm, dropout)
     data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,
@@ -388,6 +395,7 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
         norm = clip_grad_norm_kernel(grad, max_norm)
     if kind != NO_UPDATE and finite and not per_layer:
         _apply_rule(kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3)
+    flush_subnormals_end(mxcsr)
     result[RES_DATA_LOSS] = data_loss
     result[RES_PENALTY] = 0.5 * l2 * squares
     result[RES_CORRECT] = correct

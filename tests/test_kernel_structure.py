@@ -22,7 +22,7 @@ from fastnn.backends.numba import NumbaBackend
 from fastnn.kernels import PARALLEL_KERNELS, ThreadedKernel
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "images", "losses",
+KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "fpmode", "images", "losses",
                   "normalization", "optimizers", "regularisation", "rows", "step")
 
 
