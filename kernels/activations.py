@@ -70,8 +70,10 @@ def activation_grad(d, y, z, code, slope):
 
 
 @kernel(inline="always")
-def activate_row(z, y, code, slope):
-    """``y[j] = f(z[j])`` over one row; ``y`` may be ``z``.
+def activate_row(z, y, code, slope, smooth):
+    """``y[j] = f(z[j])`` over one row; ``y`` may be ``z``. ``smooth`` is a compile-time switch
+    (see :mod:`fastnn.kernels.step`): ``None`` when ``code`` is identity, ReLU or leaky ReLU, which
+    compiles the transcendental activations' loop away; ``True`` otherwise.
 
     Identity, ReLU and leaky ReLU get their own loops, which vectorise; a loop that branches on
     ``code`` per element does not (measured 10x slower for ReLU).
@@ -87,14 +89,15 @@ def activate_row(z, y, code, slope):
     elif code == IDENTITY:
         for j in range(z.shape[0]):
             y[j] = z[j]
-    else:
+    elif smooth is not None:
         for j in range(z.shape[0]):
             y[j] = activate(z[j], code, slope)
 
 
 @kernel(inline="always")
-def activation_grad_row(d, y, z, code, slope):
-    """``d[j] ← d[j] · f'(·)`` over one row, from ``y`` (or ``z`` for GELU).
+def activation_grad_row(d, y, z, code, slope, smooth):
+    """``d[j] ← d[j] · f'(·)`` over one row, from ``y`` (or ``z`` for GELU); ``smooth`` as in
+    :func:`activate_row` (``None`` compiles softplus' and GELU's loop away).
 
     Derivatives that are plain arithmetic get their own (vectorising) loops; see
     :func:`activate_row`.
@@ -111,7 +114,7 @@ def activation_grad_row(d, y, z, code, slope):
     elif code == TANH:
         for j in range(d.shape[0]):
             d[j] = d[j] * (1.0 - y[j] * y[j])
-    elif code != IDENTITY:
+    elif smooth is not None and code != IDENTITY:
         for j in range(d.shape[0]):
             d[j] = activation_grad(d[j], y[j], z[j], code, slope)
 

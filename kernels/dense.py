@@ -26,8 +26,9 @@ from numba import prange
 # Dense forward
 # ---------------------------------------------------------------------------------------------
 @kernel()
-def bias_activation_rows(preact, b, code, slope, out):
+def bias_activation_rows(preact, b, code, slope, out, smooth):
     """Epilogue on a block of rows: ``preact += b`` in place, then ``out = f(preact)``.
+    ``smooth``: the switch of :func:`~fastnn.kernels.activations.activate_row`.
 
     preact : (n, H) float, **updated in place**. b : (H,) read only.
     out : (n, H) float, **overwritten**; may be ``preact`` itself.
@@ -38,9 +39,9 @@ def bias_activation_rows(preact, b, code, slope, out):
         for j in range(z.shape[0]):
             z[j] += b[j]
         if in_place:  # the same view twice lets the compiler see the exact aliasing
-            activate_row(z, z, code, slope)
+            activate_row(z, z, code, slope, smooth)
         else:
-            activate_row(z, out[i], code, slope)
+            activate_row(z, out[i], code, slope, smooth)
 
 
 @kernel(parallel=True)
@@ -66,22 +67,23 @@ def dense_forward_kernel(X, W, b, code, slope, out, preact, blas, nthreads):
     if nthreads > 1:
         for t in prange(nthreads):
             lo, hi = t * N // nthreads, (t + 1) * N // nthreads
-            bias_activation_rows(preact[lo:hi], b, code, slope, out[lo:hi])
+            bias_activation_rows(preact[lo:hi], b, code, slope, out[lo:hi], True)
     else:
-        bias_activation_rows(preact, b, code, slope, out)
+        bias_activation_rows(preact, b, code, slope, out, True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Dense backward
 # ---------------------------------------------------------------------------------------------
 @kernel()
-def activation_grad_rows(Y, Z, dY, code, slope):
-    """``dY ← dY ⊙ f'(·)`` on a block of rows (from ``Y``, or ``Z`` for GELU).
+def activation_grad_rows(Y, Z, dY, code, slope, smooth):
+    """``dY ← dY ⊙ f'(·)`` on a block of rows (from ``Y``, or ``Z`` for GELU). ``smooth``: the
+    switch of :func:`~fastnn.kernels.activations.activate_row`.
 
     Y, Z : (n, H) read only (pass ``Y`` as ``Z`` unless GELU). dY : (n, H), **overwritten**.
     """
     for i in range(dY.shape[0]):
-        activation_grad_row(dY[i], Y[i], Z[i], code, slope)
+        activation_grad_row(dY[i], Y[i], Z[i], code, slope, smooth)
 
 
 @kernel(parallel=True)
@@ -107,9 +109,9 @@ def dense_backward_kernel(X, W, Y, Z, dY, code, slope, dW, db, dX, want_dX, blas
         if nthreads > 1:
             for t in prange(nthreads):
                 lo, hi = t * N // nthreads, (t + 1) * N // nthreads
-                activation_grad_rows(Y[lo:hi], Z[lo:hi], dY[lo:hi], code, slope)
+                activation_grad_rows(Y[lo:hi], Z[lo:hi], dY[lo:hi], code, slope, True)
         else:
-            activation_grad_rows(Y, Z, dY, code, slope)
+            activation_grad_rows(Y, Z, dY, code, slope, True)
     gemm(blas, True, False, D, H, N, X.reshape(-1), D, dY.reshape(-1), H, dW.reshape(-1), H)
     for j in range(H):  # not ``db[:] = 0.0``: in a parallel kernel that is a parfor
         db[j] = 0.0

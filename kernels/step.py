@@ -24,7 +24,8 @@ no update) needs an option and ``True`` when one does, and each option's code si
 branches before type inference, so an option a run does not use is neither typed nor compiled;
 a run with other options compiles (and caches) a variant of its own. :data:`RULE_SWITCHES`
 gives each optimizer rule's four switches; :attr:`fastnn.backends.plan.StepPlan.kernel_args`
-ends with the plan's five (batch norm, layer norm, dropout, softmax head, MSE head).
+ends with the plan's six (batch norm, layer norm, dropout, softmax head, MSE head, and ``smooth``:
+an activation other than identity, ReLU and leaky ReLU, whose loops are otherwise compiled away).
 
 Memory traffic of the update
 ----------------------------
@@ -93,10 +94,10 @@ def _norm_views(flat, table, arena, l, N, H):
 
 @kernel()
 def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var, slope, norm_eps,
-                         bn_momentum, training, blas, batch_norm, layer_norm):
+                         bn_momentum, training, blas, batch_norm, layer_norm, smooth):
     """Layer ``l`` of the forward pass on its (N, D) input ``a`` (flat view): writes the layer's
     output (and pre-activation / normalisation buffers) into ``flat``. ``batch_norm``,
-    ``layer_norm``: switches (module docstring)."""
+    ``layer_norm``, ``smooth``: switches (module docstring)."""
     D, H = table[l, COL_D], table[l, COL_H]
     W = arena[table[l, COL_W]: table[l, COL_W] + D * H]
     b = arena[table[l, COL_B]: table[l, COL_B] + H]
@@ -110,12 +111,12 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
         z_off = pre if pre >= 0 else table[l, COL_OUT]
         Z = _rows(flat, z_off, N, H)
         gemm(blas, False, False, N, H, D, a, D, W, H, flat[z_off: z_off + N * H], H)
-        bias_activation_rows(Z, b, code, slope, out)
+        bias_activation_rows(Z, b, code, slope, out, smooth)
         return
     lin_off = table[l, COL_LINEAR]
     Zl, U, gamma, beta, mean, inv_std = _norm_views(flat, table, arena, l, N, H)
     gemm(blas, False, False, N, H, D, a, D, W, H, flat[lin_off: lin_off + N * H], H)
-    bias_activation_rows(Zl, b, int(IDENTITY), slope, Zl)  # int(): one signature, not a literal's
+    bias_activation_rows(Zl, b, int(IDENTITY), slope, Zl, smooth)  # int(): not a literal's type
     if batch_norm is not None and norm == NORM_BATCH:
         r = table[l, COL_RUNNING]
         batch_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, running_mean[r: r + H],
@@ -123,14 +124,14 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
     elif layer_norm is not None:
         layer_norm_forward_kernel(Zl, gamma, beta, U, mean, inv_std, norm_eps)
     for i in range(N):
-        activate_row(U[i], out[i], code, slope)
+        activate_row(U[i], out[i], code, slope, smooth)
 
 
 @kernel()
 def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
-             bn_momentum, training, blas, batch_norm, layer_norm, dropout):
+             bn_momentum, training, blas, batch_norm, layer_norm, dropout, smooth):
     """The forward pass over every layer; dropout (``training`` only) from the drawn uniforms.
-    ``batch_norm``, ``layer_norm``, ``dropout``: switches (module docstring)."""
+    ``batch_norm``, ``layer_norm``, ``dropout``, ``smooth``: switches (module docstring)."""
     N = X.shape[0]
     L = table.shape[0]
     in_off = -1
@@ -138,12 +139,12 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
         if l == 0:
             _dense_layer_forward(X.reshape(-1), N, l, flat, table, arena, running_mean, running_var,
                                  slope, norm_eps, bn_momentum, training, blas, batch_norm,
-                                 layer_norm)
+                                 layer_norm, smooth)
         else:
             D = table[l, COL_D]
             _dense_layer_forward(flat[in_off: in_off + N * D], N, l, flat, table, arena,
                                  running_mean, running_var, slope, norm_eps, bn_momentum, training,
-                                 blas, batch_norm, layer_norm)
+                                 blas, batch_norm, layer_norm, smooth)
         H = table[l, COL_H]
         in_off = table[l, COL_OUT]
         if dropout is not None and training and table[l, COL_DROPPED] >= 0:
@@ -157,7 +158,7 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
 @kernel()
 def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, grad, running_mean,
                    running_var, label_smoothing, l2, slope, norm_eps, bn_momentum, result,
-                   batch_norm, layer_norm, dropout, softmax_head, mse_head):
+                   batch_norm, layer_norm, dropout, softmax_head, mse_head, smooth):
     """Inference: the forward pass in evaluation mode (no dropout; BatchNorm's running statistics).
 
     X : (N, D) float, read only. training : pass False (evaluation mode). It is an argument, not
@@ -169,7 +170,7 @@ def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, gra
     layer's ``COL_OUT`` view). Nothing else is written.
     """
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
-             training, blas, batch_norm, layer_norm, dropout)
+             training, blas, batch_norm, layer_norm, dropout, smooth)
 
 
 @kernel()
@@ -261,11 +262,11 @@ def _count_correct(out, labels, weights, weighted):
 
 @kernel()
 def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, batch_norm,
-                    layer_norm, dropout):
+                    layer_norm, dropout, smooth):
     """Layer ``l``'s backward pass from its ``dout`` (∂L/∂output) and its (N, D) input ``a`` (flat
     view): ``dout`` becomes ∂L/∂Z; dW, db (and dγ, dβ) written into ``grad``; ∂L/∂input into the
     previous layer's ``dout`` (not for the first layer). ``batch_norm``, ``layer_norm``,
-    ``dropout``: switches (module docstring)."""
+    ``dropout``, ``smooth``: switches (module docstring)."""
     D, H = table[l, COL_D], table[l, COL_H]
     code = table[l, COL_ACT]
     out = _rows(flat, table[l, COL_OUT], N, H)
@@ -280,11 +281,11 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, ba
     if norm == NORM_NONE:
         if code != IDENTITY:
             Z = _rows(flat, pre, N, H) if pre >= 0 else out
-            activation_grad_rows(out, Z, dout, code, slope)
+            activation_grad_rows(out, Z, dout, code, slope, smooth)
     else:
         Zl, U, gamma, _, mean, inv_std = _norm_views(flat, table, arena, l, N, H)
         if code != IDENTITY:
-            activation_grad_rows(out, U, dout, code, slope)
+            activation_grad_rows(out, U, dout, code, slope, smooth)
         dgamma = grad[table[l, COL_GAMMA]: table[l, COL_GAMMA] + H]
         dbeta = grad[table[l, COL_BETA]: table[l, COL_BETA] + H]
         if batch_norm is not None and norm == NORM_BATCH:
@@ -311,7 +312,7 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                       training, max_norm, kind, coefficients, sgd, rmsprop, adam, nadam, s1, s2, s3,
                       blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
                       label_smoothing, l2, slope, norm_eps, bn_momentum, result, batch_norm,
-                      layer_norm, dropout, softmax_head, mse_head):
+                      layer_norm, dropout, softmax_head, mse_head, smooth):
     """One training step of a batch in one call.
 
     Parameters
@@ -333,8 +334,8 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
     kind, coefficients, s1, s2, s3 : the optimizer's :class:`~fastnn.backends.plan.UpdateRule`
         (``kind == NO_UPDATE``: gradients only). sgd, rmsprop, adam, nadam : the rule's switches,
         ``RULE_SWITCHES[kind]`` (only that rule's code is compiled).
-    batch_norm, layer_norm, dropout, softmax_head, mse_head : the plan's switches (the last five
-        of its ``kernel_args``; module docstring).
+    batch_norm, layer_norm, dropout, softmax_head, mse_head, smooth : the plan's switches (the
+        last six of its ``kernel_args``; module docstring).
     blas : GEMM handle (:func:`fastnn.kernels.blas.gemm`).
     result : (5,) float64, **overwritten**: data loss, L2 penalty, correct count (or weight),
         gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
@@ -356,7 +357,7 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                 return
     mxcsr = flush_subnormals_begin()  # this thread's work flushes subnormals (kernels/fpmode.py)
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
-             training, blas, batch_norm, layer_norm, dropout)
+             training, blas, batch_norm, layer_norm, dropout, smooth)
     data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,
                       flat, table, head_table, label_smoothing, softmax_head, mse_head)
     last = L - 1
@@ -370,13 +371,13 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
     for l in range(L - 1, -1, -1):
         if l == 0:
             _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas,
-                            batch_norm, layer_norm, dropout)
+                            batch_norm, layer_norm, dropout, smooth)
         else:
             prev = table[l - 1, COL_DROPPED] if training and table[l - 1, COL_DROPPED] >= 0 \
                 else table[l - 1, COL_OUT]
             D = table[l, COL_D]
             _layer_backward(flat[prev: prev + N * D], N, l, flat, table, arena, grad, slope,
-                            training, blas, batch_norm, layer_norm, dropout)
+                            training, blas, batch_norm, layer_norm, dropout, smooth)
         w_off, D, H = table[l, COL_W], table[l, COL_D], table[l, COL_H]
         if l2 != 0.0:
             squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)

@@ -35,6 +35,8 @@ from fastnn.activations import LEAKY_RELU_SLOPE, resolve_activation
 # Codes shared with the compiled step (kernels/step.py keeps its own copy; a test compares them)
 # ---------------------------------------------------------------------------------------------
 HEAD_SOFTMAX, HEAD_MSE = 0, 1
+#: Activations whose kernels need no transcendental function (the ``smooth`` switch is None).
+PIECEWISE_LINEAR = frozenset({"identity", "relu", "leaky_relu"})
 NORM_EPS = 1e-5
 """ε of both normalisations (torch's default)."""
 BATCH_NORM_MOMENTUM = 0.1
@@ -185,12 +187,13 @@ class StepPlan:
 
     @property
     def kernel_args(self) -> tuple:
-        """The plan's arguments of :func:`fastnn.kernels.step.train_step_kernel` (its last 19,
+        """The plan's arguments of :func:`fastnn.kernels.step.train_step_kernel` (its last 20,
         from ``flat`` on) and :func:`~fastnn.kernels.step.forward_kernel`, in order; made once.
 
-        The last five are the compile-time switches (``True`` where the network uses the option,
+        The last six are the compile-time switches (``True`` where the network uses the option,
         ``None`` where it does not, which compiles the option away): batch norm, layer norm,
-        dropout, softmax head, MSE head (see :mod:`fastnn.kernels.step`).
+        dropout, softmax head, MSE head, and an activation other than identity, ReLU and leaky
+        ReLU (see :mod:`fastnn.kernels.step`).
         """
         args = self.__dict__.get("_kernel_args")
         if args is None:
@@ -205,7 +208,8 @@ class StepPlan:
                 self.norm_eps, self.bn_momentum, self.result, switch("batch" in norms),
                 switch("layer" in norms), switch(bool((self.rates > 0).any())),
                 switch(self.head_table[HEAD_KIND] == HEAD_SOFTMAX),
-                switch(self.head_table[HEAD_KIND] == HEAD_MSE))
+                switch(self.head_table[HEAD_KIND] == HEAD_MSE),
+                switch(bool(self.activations - PIECEWISE_LINEAR)))
         return args
 
     @property
