@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastnn.config import RunConfig
 
-KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "fpmode", "images", "losses", "normalization",
-                  "optimizers", "regularisation", "rows", "step")
+KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "fpmode", "images", "losses",
+                  "normalization", "optimizers", "regularisation", "rows", "step")
 """The modules of :mod:`fastnn.kernels` whose dispatchers are cached."""
 
 EVALUATION_ROWS = 1024

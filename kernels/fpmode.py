@@ -79,13 +79,11 @@ def flush_subnormals_begin():
     """Set FTZ and DAZ on the calling thread; returns its previous MXCSR for
     :func:`flush_subnormals_end`."""
     old = mxcsr_get()
-    if X86:
-        mxcsr_set(old | FLUSH_BITS)
+    mxcsr_set(old | FLUSH_BITS)
     return old
 
 
 @kernel(inline="always")
 def flush_subnormals_end(old):
     """Restore the MXCSR that :func:`flush_subnormals_begin` returned."""
-    if X86:
-        mxcsr_set(old)
+    mxcsr_set(old)

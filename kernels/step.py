@@ -164,10 +164,11 @@ def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, gra
     X : (N, D) float, read only. training : pass False (evaluation mode). It is an argument, not
     a constant here, so that the forward pass is compiled once for this kernel and
     :func:`train_step_kernel` (a literal ``False`` would be a type of its own: a second
-    compilation of the whole forward pass on a first run). blas : GEMM handle. The other arguments are the plan's
-    (:attr:`StepPlan.kernel_args`; ``grad``, ``head_table``, the loss constants, ``result`` and the
-    head switches are not used). ``flat``'s output views are overwritten (the network output is the last
-    layer's ``COL_OUT`` view). Nothing else is written.
+    compilation of the whole forward pass on a first run). blas : GEMM handle. The other
+    arguments are the plan's (:attr:`StepPlan.kernel_args`; ``grad``, ``head_table``, the loss
+    constants, ``result`` and the head switches are not used). ``flat``'s output views are
+    overwritten (the network output is the last layer's ``COL_OUT`` view). Nothing else is
+    written.
     """
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
              training, blas, batch_norm, layer_norm, dropout, smooth)

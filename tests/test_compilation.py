@@ -76,7 +76,8 @@ WARM_UP = """
 
 
 def _warm_up(cache_dir, **options) -> dict:
-    return json.loads(_run(f"OPTIONS = {options!r}\n" + textwrap.dedent(WARM_UP), cache_dir).splitlines()[-1])
+    code = f"OPTIONS = {options!r}\n" + textwrap.dedent(WARM_UP)
+    return json.loads(_run(code, cache_dir).splitlines()[-1])
 
 
 #: Kernels only some runs need, by the option that needs them (kernels/step.py's switches).
