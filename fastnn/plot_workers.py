@@ -3,25 +3,29 @@
 Importing matplotlib and loading its fonts takes ~0.6 s, and drawing a run's three figures (learning
 curves, confusion matrix, layer health) ~1.5–3 s on a 2-core AMD EPYC VM: more than half the wall
 time of a short run (``fastnn train --limit 2000 --epochs 1`` took 5.5 s, 3.1–3.7 s of it plots).
-So a run starts its plot workers when it starts: they import :mod:`fastnn.plots` and render a
-throw-away figure while the run loads data and Numba kernels (single-threaded work, so the other core
-is free; the warm-up runs niced), then sleep on a pipe. At the end the run sends each figure's data
-and the workers draw them side by side, each writing its PNG atomically as :mod:`fastnn.plots`
-always does.
+So a run starts its plot worker when it starts (``fastnn train`` even before importing the
+command): it imports :mod:`fastnn.plots` and renders a throw-away figure while the run loads data
+and Numba kernels (single-threaded work, so the other core is free; the warm-up runs niced), then
+sleeps on a pipe. At the end the run sends the figures' data in one request, and the worker draws
+them side by side: the first itself, each other one in a fork of itself (:data:`FORKS`), which
+shares the loaded matplotlib, so one start-up serves every core. Each PNG is written atomically
+as :mod:`fastnn.plots` always does. Where a process cannot fork safely (macOS, Windows) there
+are two workers and each draws its share in turn.
 
-The workers are plain subprocesses (``python -c "…fastnn.plot_workers.main()"``) that read pickled requests
-on stdin and answer on stdout; they are not :mod:`multiprocessing` children because its ``spawn``
-and ``forkserver`` methods re-import the parent's ``__main__``, which would re-run a user's
-unguarded training script. Only this module's two ends speak the protocol. They live for the
-process: later runs (a sweep, an experiment, a test session) reuse them, and they exit when the
-parent closes their stdin (at exit, or when the parent dies). They ignore SIGINT, so Ctrl-C in a
-terminal reaches only the run, which handles it.
+The workers are plain subprocesses (``python -c "…fastnn.plot_workers.main()"``) that read pickled
+requests (lists of :class:`PlotJob`) on stdin and answer on stdout (one ``(status, value)`` per
+job); they are not :mod:`multiprocessing` children because its ``spawn`` and ``forkserver``
+methods re-import the parent's ``__main__``, which would re-run a user's unguarded training
+script. Only this module's two ends speak the protocol. They live for the process: later runs (a
+sweep, an experiment, a test session) reuse them; closing the pool (at exit) ends them at once,
+and they exit by themselves when the parent dies (EOF on stdin). They ignore SIGINT, so Ctrl-C in
+a terminal reaches only the run, which handles it.
 
 Nothing here can lose a figure: when a worker cannot be started, dies or answers garbage, that
-figure is drawn in-process instead; an exception raised by the plot function itself (bad data) is
-re-raised in the caller as if it had been called directly. ``FASTNN_PLOT_WORKERS=0`` turns the
-workers off (every figure in-process); any other value, or none, is the number of workers (default
-:data:`DEFAULT_WORKERS`).
+figure is drawn in-process instead (a fork that dies: by the worker); an exception raised by the
+plot function itself (bad data) is re-raised in the caller as if it had been called directly.
+``FASTNN_PLOT_WORKERS=0`` turns the workers off (every figure in-process); any other value, or
+none, is the number of workers (default :data:`DEFAULT_WORKERS`).
 """
 
 from __future__ import annotations
@@ -36,8 +40,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-DEFAULT_WORKERS = 2
-"""Two: a run's heaviest figure (layer health) on one, the other two on the other, on two cores."""
+FORKS = hasattr(os, "fork") and sys.platform != "darwin"
+"""Whether a worker draws a request's figures side by side in forked copies of itself (Linux and
+other POSIX systems; not macOS, where forking a process that loaded system frameworks is unsafe,
+nor Windows, which cannot fork)."""
+DEFAULT_WORKERS = 1 if FORKS else 2
+"""One worker where it forks (its forks draw on the other cores); else two, a run's heaviest
+figure (layer health) on one and the other two on the other."""
 ENV_VAR = "FASTNN_PLOT_WORKERS"
 WORKER_NICENESS = 10
 _WORKER_MAIN = "import sys; del sys.path[0]; from fastnn.plot_workers import main; main()"
@@ -100,27 +109,29 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def send(self, job: PlotJob) -> None:
-        pickle.dump(job, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    def send(self, jobs: list[PlotJob]) -> None:
+        """Send one request: the list of jobs this worker is to draw."""
+        pickle.dump(list(jobs), self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         self.process.stdin.flush()
 
-    def receive(self):
-        """``("ok", value)`` or ``("error", exception)``; raises EOFError etc. if the worker died."""
+    def receive(self, n_jobs: int) -> list:
+        """The answer to the last request: one ``("ok", value)`` or ``("error", exception)`` per
+        job, in order; raises EOFError etc. if the worker died, UnpicklingError on garbage."""
         answer = pickle.load(self.process.stdout)
-        if not (isinstance(answer, tuple) and len(answer) == 2 and answer[0] in ("ok", "error")):
-            raise pickle.UnpicklingError(f"unexpected answer from a plot worker: {answer!r}")
+        if not (isinstance(answer, list) and len(answer) == n_jobs and all(
+                isinstance(a, tuple) and len(a) == 2 and a[0] in ("ok", "error") for a in answer)):
+            raise pickle.UnpicklingError(f"unexpected answer from a plot worker: {answer!r:.200}")
         return answer
 
     def close(self) -> None:
-        """End the worker: EOF on its stdin, then SIGTERM if it is still warming up (no figure is
-        ever in flight when a pool closes a worker: ``draw`` waits for every answer)."""
+        """End the worker now: close its stdin and SIGTERM it. Nothing is lost: no figure is ever in
+        flight when a pool closes a worker (``draw`` waits for every answer), and a worker holds
+        nothing else; waiting for it to notice EOF would only add its exit time to the caller's."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
-        try:
-            self.process.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=2)
@@ -182,31 +193,29 @@ class PlotWorkers:
         with self._lock:
             self._start_locked()
             workers = list(self._workers)
-            sent: list[tuple[_Worker, int]] = []
+            # round-robin in job order, so the heaviest jobs land on different workers
+            shares = [list(range(w, len(jobs), len(workers))) for w in range(len(workers))]
+            sent: list[tuple[_Worker, list[int]]] = []
             broken: set[int] = set()
-            for i, job in enumerate(jobs):  # in job order, so one worker's backlog never stalls another
-                if not workers:
-                    break
-                worker = workers[i % len(workers)]
-                if id(worker) in broken:
+            for worker, share in zip(workers, shares):
+                if not share:
                     continue
                 try:
-                    worker.send(job)
-                    sent.append((worker, i))
+                    worker.send([jobs[i] for i in share])
+                    sent.append((worker, share))
                 except (OSError, pickle.PicklingError, TypeError, AttributeError):
                     broken.add(id(worker))
-            for worker, i in sent:
-                if id(worker) in broken:
-                    continue
+            for worker, share in sent:
                 try:
-                    status, value = worker.receive()
-                except Exception:  # noqa: BLE001  (it died, or its pipe is garbage: draw it here)
+                    answers = worker.receive(len(share))
+                except Exception:  # noqa: BLE001  (it died, or its pipe is garbage: draw them here)
                     broken.add(id(worker))
                     continue
-                if status == "ok":
-                    results[i], done[i] = value, True
-                else:
-                    errors[i] = value
+                for i, (status, value) in zip(share, answers):
+                    if status == "ok":
+                        results[i], done[i] = value, True
+                    else:
+                        errors[i] = value
             for worker in workers:
                 if id(worker) in broken:  # its answers can no longer be matched to requests
                     worker.close()
@@ -257,24 +266,84 @@ def draw(jobs: Sequence[PlotJob]) -> list:
 
 # ------------------------------------------------------------------------------- the worker side
 def _serve(requests, answers) -> None:
-    """Answer pickled :class:`PlotJob` requests from ``requests`` on ``answers`` until EOF."""
+    """Answer pickled requests (lists of :class:`PlotJob`) from ``requests`` on ``answers`` until
+    EOF: one list of ``(status, value)`` pairs per request (:func:`_answers`)."""
     while True:
         try:
-            job = pickle.load(requests)
+            request = pickle.load(requests)
         except EOFError:
             return
-        try:
-            if not isinstance(job, PlotJob):
-                raise TypeError(f"a plot worker takes PlotJob requests, got {type(job).__name__}.")
-            answer = ("ok", job.run_here())
-        except Exception as exc:  # noqa: BLE001  (the caller re-raises it)
-            answer = ("error", exc)
-        try:
-            payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001  (an unpicklable exception: send its text)
-            payload = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
-        answers.write(payload)
+        jobs = list(request) if isinstance(request, (list, tuple)) else [request]
+        answers.write(pickle.dumps(_answers(jobs), protocol=pickle.HIGHEST_PROTOCOL))
         answers.flush()
+
+
+def _answer(job) -> tuple:
+    """``("ok", what the plot function returned)`` or ``("error", the exception it raised)``."""
+    try:
+        if not isinstance(job, PlotJob):
+            raise TypeError(f"a plot worker takes PlotJob requests, got {type(job).__name__}.")
+        answer = ("ok", job.run_here())
+    except Exception as exc:  # noqa: BLE001  (the caller re-raises it)
+        answer = ("error", exc)
+    try:
+        pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001  (an unpicklable exception: send its text)
+        answer = ("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+    return answer
+
+
+def _answers(jobs: list) -> list[tuple]:
+    """Draw ``jobs`` side by side: this process draws the first while a forked copy of it draws
+    each of the others (:data:`FORKS`; one after another where it cannot fork).
+
+    A fork shares the warmed-up matplotlib, so one worker process serves all cores without a
+    second ~0.6 s start-up (see the module docstring); a worker is single-threaded when it
+    forks (its warm-up thread has ended, BLAS is limited to one thread). A child that dies
+    without answering costs nothing: its job is drawn here afterwards.
+    """
+    children = [_fork_answer(job) if FORKS else None for job in jobs[1:]]
+    answers = [_answer(job) for job in jobs[:1]]
+    for job, child in zip(jobs[1:], children):
+        answer = None if child is None else _collect(*child)
+        answers.append(_answer(job) if answer is None else answer)
+    return answers
+
+
+def _fork_answer(job) -> tuple[int, int] | None:
+    """Fork a child that writes ``_answer(job)`` pickled to a pipe and exits; returns
+    ``(pid, read end)``, or None when the fork fails."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    if pid == 0:  # the child: never returns, never touches the parent's request/answer pipes
+        status = 1
+        try:
+            os.close(read_end)
+            payload = pickle.dumps(_answer(job), protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    return pid, read_end
+
+
+def _collect(pid: int, read_end: int) -> tuple | None:
+    """The answer a forked child wrote (None if it died without one), after reaping it."""
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    os.waitpid(pid, 0)
+    try:
+        answer = pickle.loads(payload)
+    except Exception:  # noqa: BLE001  (empty or cut short: the child died)
+        return None
+    return answer if isinstance(answer, tuple) and len(answer) == 2 else None
 
 
 def _warm() -> None:
@@ -289,7 +358,8 @@ def _warm() -> None:
     fig = Figure(figsize=(1, 1), layout="constrained")
     ax = fig.subplots()
     ax.set_title("warm-up")
-    ax.plot([0, 1], [0, 1])
+    ax.plot([1, 2], [1e-3, 1e-1])
+    ax.set_yscale("log")  # log-scale tick labels are mathtext: build its parser now
     FigureCanvasAgg(fig)
     fig.savefig(io.BytesIO(), format="png", dpi=20)
 

@@ -223,3 +223,48 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 1
     assert stderr == "", stderr
+
+
+def test_the_command_skips_teardown_but_runs_atexit_joins_threads_and_flushes(tmp_path):
+    """``run`` ends with ``os._exit`` (no interpreter teardown): what a normal exit would still do
+    is done, in its order: a non-daemon thread finishes, then the atexit handlers registered
+    after the command module was imported (as every one is in the console script), then stdout
+    (a pipe, so block-buffered) is flushed; the exit status is click's."""
+    marker = tmp_path / "thread-finished"
+    body = f"""
+        import atexit, threading
+        import fastnn.cli.main
+        def late_write():
+            time.sleep(0.3)
+            open({str(marker)!r}, "w").write("done")
+        threading.Thread(target=late_write).start()
+        atexit.register(lambda: print("atexit saw the thread's file:", os.path.exists({str(marker)!r})))
+    """
+    proc = _run(_script(body, "--version"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"fastnn, version {fastnn.__version__}",
+                                        "atexit saw the thread's file: True"]
+
+
+@pytest.mark.parametrize("args", [["train", *QUICK, "--epochs", "0"], ["no-such-command"],
+                                  ["evaluate", "missing.npz"]])
+def test_the_real_process_exits_with_the_status_click_gives(runner, tmp_path, args):
+    proc = _run(_script("", *args), cwd=tmp_path)
+    expected = runner.invoke(main, args)
+    assert expected.exit_code != 0
+    assert proc.returncode == expected.exit_code, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == expected.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, starts", [(["train", "--help"], False), (["train", "-h"], False),
+                                          (["info"], False), (["train", "--epochs", "0"], True),
+                                          (["experiment", "--help"], False)])
+def test_plot_workers_start_before_a_drawing_command_loads(runner, monkeypatch, args, starts):
+    """``train`` and ``experiment`` start the plot workers before importing the command (a usage
+    error afterwards only leaves them to be closed at exit); help and other commands do not."""
+    import fastnn.plot_workers
+
+    calls = []
+    monkeypatch.setattr(fastnn.plot_workers, "prestart", lambda: calls.append(args))
+    runner.invoke(main, args)
+    assert bool(calls) == starts

@@ -52,6 +52,59 @@ def test_workers_draw_the_same_pngs_as_the_plot_functions(tmp_path, pool):
     assert {w.process.pid for w in pool._workers}.isdisjoint({os.getpid()})
 
 
+@pytest.mark.skipif(not plot_workers.FORKS, reason="a worker forks only where os.fork is safe")
+def test_one_worker_draws_a_request_in_forks_of_itself(tmp_path):
+    """The default pool where it forks: one worker; the same PNGs as in-process."""
+    (tmp_path / "here").mkdir()
+    here = [job.run_here() for job in jobs_into(tmp_path / "here", health=True)]
+    pool = PlotWorkers(n_workers=1)
+    try:
+        there = pool.draw(jobs_into(tmp_path / "worker", health=True))
+        assert pool.drawn_here == 0 and len(pool._workers) == 1
+        for a, b in zip(here, there):
+            assert b.read_bytes() == a.read_bytes(), b.name
+        assert pool.draw(jobs_into(tmp_path / "again"))[2].is_file()  # it serves on afterwards
+    finally:
+        pool.close()
+
+
+FAN_OUT = """
+import json, os, sys
+from fastnn import plot_workers
+from fastnn.plot_workers import PlotJob
+parent = os.getpid()
+def answer(job):
+    if sys.argv[1] == "die" and os.getpid() != parent and job.args[0] == 1:
+        os._exit(3)  # a fork dying without an answer
+    return ("ok", [job.args[0], os.getpid()])
+plot_workers._answer = answer
+jobs = [PlotJob("plot_learning_curves", (i,)) for i in range(3)]
+print(json.dumps({"parent": parent, "answers": plot_workers._answers(jobs)}))
+"""
+
+
+@pytest.mark.skipif(not plot_workers.FORKS, reason="a worker forks only where os.fork is safe")
+@pytest.mark.parametrize("mode", ["live", "die"])
+def test_a_request_is_drawn_side_by_side_and_a_dead_fork_costs_no_figure(mode):
+    """In a clean process (as a worker is): the first job here, each other one in its own fork; a
+    fork that dies without answering has its job drawn by the worker itself."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", FAN_OUT, mode], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    result = json.loads(out)
+    parent, answers = result["parent"], result["answers"]
+    assert [status for status, _ in answers] == ["ok"] * 3
+    assert [value[0] for _, value in answers] == [0, 1, 2]  # in order
+    pids = [value[1] for _, value in answers]
+    assert pids[0] == parent
+    if mode == "live":
+        assert len({*pids}) == 3  # two forks, one per job after the first
+    else:
+        assert pids[1] == parent and pids[2] not in (parent, pids[0])
+
+
 def test_a_plot_error_is_raised_in_the_caller_and_the_other_figures_are_drawn(tmp_path, pool):
     jobs = jobs_into(tmp_path)
     jobs[1] = PlotJob("plot_confusion_matrix", (np.ones((2, 3)), NAMES, tmp_path / "cm.png"))
@@ -116,7 +169,7 @@ def test_no_workers_draws_everything_here(tmp_path):
 
 def test_environment_variable(monkeypatch):
     monkeypatch.delenv("FASTNN_PLOT_WORKERS", raising=False)
-    assert configured_workers() == 2
+    assert configured_workers() == plot_workers.DEFAULT_WORKERS == (1 if plot_workers.FORKS else 2)
     monkeypatch.setenv("FASTNN_PLOT_WORKERS", "0")
     assert configured_workers() == 0
     monkeypatch.setenv("FASTNN_PLOT_WORKERS", "3")
@@ -133,10 +186,10 @@ def test_a_job_names_one_of_the_plot_writers():
     # and a worker refuses anything that is not a PlotJob, without dying
     import io
 
-    requests = io.BytesIO(pickle.dumps(("plot_learning_curves", ())))
+    requests = io.BytesIO(pickle.dumps([("plot_learning_curves", ())]))
     answers = io.BytesIO()
     plot_workers._serve(requests, answers)
-    status, error = pickle.loads(answers.getvalue())
+    [(status, error)] = pickle.loads(answers.getvalue())
     assert status == "error" and isinstance(error, TypeError) and "PlotJob" in str(error)
 
 
