@@ -104,9 +104,8 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
     code = table[l, COL_ACT]
     out = _rows(flat, table[l, COL_OUT], N, H)
     norm = table[l, COL_NORM]
-    if batch_norm is None and layer_norm is None:
-        norm = NORM_NONE
-    if norm == NORM_NONE:
+    # without either switch, this branch is all that is compiled (its return leaves the rest dead)
+    if (batch_norm is None and layer_norm is None) or norm == NORM_NONE:
         pre = table[l, COL_PREACT]
         z_off = pre if pre >= 0 else table[l, COL_OUT]
         Z = _rows(flat, z_off, N, H)
@@ -276,10 +275,8 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, ba
     if dropout is not None and training and table[l, COL_DROPPED] >= 0:
         dropout_backward_kernel(dout, _rows(flat, table[l, COL_MASK], N, H))
     norm = table[l, COL_NORM]
-    if batch_norm is None and layer_norm is None:
-        norm = NORM_NONE
     pre = table[l, COL_PREACT]
-    if norm == NORM_NONE:
+    if (batch_norm is None and layer_norm is None) or norm == NORM_NONE:  # (as in the forward)
         if code != IDENTITY:
             Z = _rows(flat, pre, N, H) if pre >= 0 else out
             activation_grad_rows(out, Z, dout, code, slope, smooth)
