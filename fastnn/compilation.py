@@ -11,8 +11,9 @@ compiling (seconds per kernel). This module makes that visible and schedulable:
   compiling anything (:data:`CORE_KERNELS` must all have a cached signature of that dtype).
 * :func:`warm_up`: run what a training run compiles (the run's own model, optimizer, batch size,
   loss, options and dtype, two steps and an evaluation on synthetic data) ahead of the run, with
-  a progress line while Numba compiles. On a warm cache it loads the cached kernels (which the run
-  would do anyway) and reports nothing.
+  a progress line while Numba compiles, and a helper process compiling the evaluation kernels
+  meanwhile (:mod:`fastnn.background_compile`). On a warm cache it loads the cached kernels
+  (which the run would do anyway) and reports nothing.
 
 Compiling is detected through Numba's ``numba:compile`` event, which fires on cache misses only,
 so "compiling …" is printed exactly when something is compiled. Importing this module imports
@@ -253,18 +254,20 @@ class _ProgressLine:
 @dataclass
 class WarmupResult:
     """What :func:`warm_up` did: ``compiled`` the fastnn functions Numba compiled (empty when the
-    cache was warm), ``seconds`` its wall time, ``dtype`` the run's dtype."""
+    cache was warm), ``seconds`` its wall time, ``dtype`` the run's dtype, ``background`` whether
+    it started the helper compiling the evaluation kernels (:mod:`fastnn.background_compile`)."""
 
     dtype: str
     seconds: float
     compiled: list[str]
+    background: bool = False
 
     @property
     def cold(self) -> bool:
         return bool(self.compiled)
 
 
-def _synthetic_data(config: "RunConfig", model, dataset, n_rows: int):
+def synthetic_data(config: "RunConfig", model, dataset, n_rows: int):
     """``n_rows`` rows shaped like the run's data: the dataset's first rows when one is given,
     else standard-normal inputs with labels cycling through the classes."""
     import numpy as np
@@ -305,8 +308,14 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
 
     line: _ProgressLine | None = None
 
+    background = False
+
     def on_first() -> None:
-        nonlocal line
+        nonlocal line, background
+        from fastnn import background_compile
+
+        # the evaluation kernels on another core while this thread compiles the step
+        background = background_compile.start(config) is not None
         if not progress:
             return
         where = cache_location().path or "nowhere: caching is unavailable"
@@ -322,7 +331,7 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
         model, optimizer = check_config(config, dataset)
         batch = config.batch_size
         # two full batches and a shorter last one (of >= 2 rows: batch norm refuses one row)
-        X, y = _synthetic_data(config, model, dataset, 2 * batch + max(2, batch // 2))
+        X, y = synthetic_data(config, model, dataset, 2 * batch + max(2, batch // 2))
         augment = None
         image_shape = getattr(dataset, "image_shape", None) if dataset is not None else None
         if image_shape is None and (config.augment_shift or config.augment_flip):
@@ -339,6 +348,7 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
         model.evaluate(X[rows], y[rows])
     seconds = time.perf_counter() - t0
     if line is not None:
+        alongside = "; a helper process compiles the evaluation kernels alongside" if background else ""
         line.finish(f"compiled {len(watch.compiled)} kernels for {config.dtype} in {seconds:.1f} s "
-                    "(cached for later runs)")
-    return WarmupResult(config.dtype, seconds, watch.compiled)
+                    f"(cached for later runs{alongside})")
+    return WarmupResult(config.dtype, seconds, watch.compiled, background)

@@ -40,6 +40,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fastnn.child_process import lower_priority, start_python
+
 FORKS = hasattr(os, "fork") and sys.platform != "darwin"
 """Whether a worker draws a request's figures side by side in forked copies of itself (Linux and
 other POSIX systems; not macOS, where forking a process that loaded system frameworks is unsafe,
@@ -92,19 +94,12 @@ class _Worker:
     """One worker child process and its two pipes."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env.pop(ENV_VAR, None)
-        env.setdefault("MPLBACKEND", "Agg")
-        env.setdefault("OMP_NUM_THREADS", "1")  # a worker's NumPy needs no BLAS threads
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")
-        # the same fastnn as this process (a source checkout, say), whatever the working directory
-        # holds; an installed one is found anyway, and site-packages must not go before the stdlib
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if root not in _site_dirs():
-            env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_MAIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, close_fds=True)
+        self.process = start_python(
+            _WORKER_MAIN, defaults={"MPLBACKEND": "Agg",
+                                    "OMP_NUM_THREADS": "1",  # a worker's NumPy needs no BLAS threads
+                                    "OPENBLAS_NUM_THREADS": "1"},
+            drop=(ENV_VAR,), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -139,14 +134,6 @@ class _Worker:
                 self.process.kill()
                 self.process.wait()
         self.process.stdout.close()
-
-
-def _site_dirs() -> set[str]:
-    import site
-
-    dirs = set(getattr(site, "getsitepackages", lambda: [])())
-    dirs.add(site.getusersitepackages())
-    return {os.path.abspath(d) for d in dirs}
 
 
 class PlotWorkers:
@@ -384,11 +371,7 @@ def _warm_at_low_priority() -> None:
     failure: list[BaseException] = []
 
     def warm() -> None:
-        if hasattr(os, "nice"):
-            try:
-                os.nice(WORKER_NICENESS)
-            except OSError:
-                pass
+        lower_priority(WORKER_NICENESS)
         try:
             _warm()
         except BaseException as exc:  # re-raised in the main thread: the worker fails as before

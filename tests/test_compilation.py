@@ -71,7 +71,7 @@ WARM_UP = """
     stream = io.StringIO()
     result = warm_up(config, progress=True, stream=stream)
     print(json.dumps({"before": before, "after": cache_status().as_dict(), "compiled": result.compiled,
-                      "output": stream.getvalue()}))
+                      "output": stream.getvalue(), "background": result.background}))
 """
 
 
@@ -103,6 +103,7 @@ def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing
     lines = cold["output"].splitlines()
     assert lines[0].startswith("compiling kernels for float32 (first run only, cached in ")
     assert str(tmp_path) in lines[0] and lines[-1].startswith(f"compiled {len(cold['compiled'])} kernels for float32 in ")
+    assert cold["background"] and "a helper process compiles the evaluation kernels" in lines[-1]
     assert cold["after"]["warm"] == ["float32"] and cold["after"]["origin"] == "NUMBA_CACHE_DIR"
     assert cold["after"]["path"].startswith(str(tmp_path))
 
@@ -112,6 +113,7 @@ def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing
     warm = _warm_up(tmp_path)
     assert warm["before"] == ["float32"]
     assert warm["compiled"] == [] and warm["output"] == "", "a warm cache compiles and prints nothing"
+    assert not warm["background"], "nor starts a helper"
 
 
 def test_a_run_compiles_the_options_it_uses_and_no_others(tmp_path):
@@ -120,6 +122,49 @@ def test_a_run_compiles_the_options_it_uses_and_no_others(tmp_path):
     other = _warm_up(tmp_path, normalization="layer", loss="mse", optimizer="nadam")
     assert _compiled_options(other["compiled"]) == {"layer norm", "mse", "nadam"}, \
         "another combination of options compiles a variant of its own"
+
+
+BACKGROUND = """
+    import json
+    from fastnn.background_compile import compile_evaluation
+    from fastnn.compilation import cache_status
+    from fastnn.config import RunConfig
+    compile_evaluation(RunConfig.from_dict({"hidden": [8], "backend": "numba", "dtype": "float32",
+                                            "wandb_mode": "disabled"}))
+    print(json.dumps(cache_status().cached))
+"""
+
+
+def test_the_background_compiler_caches_the_evaluation_kernels_and_not_the_step(tmp_path):
+    cached = json.loads(_run(BACKGROUND, tmp_path).splitlines()[-1])
+    for kernel_name in ("step.forward_kernel", "losses.softmax_kernel.serial",
+                        "losses.softmax_cross_entropy_kernel.serial"):
+        assert "float32" in cached.get(kernel_name, ()), (kernel_name, sorted(cached))
+    assert "step.train_step_kernel" not in cached, "the step is the run's own to compile"
+    from fastnn.data import normalize
+    assert list(tmp_path.rglob(f"*{normalize.normalize_rows_block.__name__}*.nbi")), \
+        "the loader's normalisation kernel"
+
+
+def test_the_background_compiler_starts_only_where_it_can_help(monkeypatch, tmp_path):
+    from fastnn import background_compile
+    from fastnn.config import RunConfig
+
+    numba_run = RunConfig.from_dict({"hidden": [8], "backend": "numba", "wandb_mode": "disabled"})
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,b,label\n1,2,x\n3,4,y\n")
+    monkeypatch.setattr(background_compile, "_cpus", lambda: 2)
+    assert background_compile.start(numba_run.replace(backend="numpy")) is None
+    assert background_compile.start(numba_run.replace(dataset=str(csv))) is None
+    monkeypatch.setenv("FASTNN_BACKGROUND_COMPILE", "0")
+    assert background_compile.start(numba_run) is None
+    monkeypatch.delenv("FASTNN_BACKGROUND_COMPILE")
+    monkeypatch.setattr(background_compile, "_cpus", lambda: 1)
+    assert background_compile.start(numba_run) is None, "one CPU: it would only compete"
+    monkeypatch.setattr(background_compile, "_cpus", lambda: 2)
+    helper = background_compile.start(numba_run)
+    assert helper is not None and helper.wait(timeout=600) == 0  # compiled (or loaded), exited 0
+    background_compile.stop_all()
 
 
 def test_warm_up_does_nothing_for_the_numpy_backend():
