@@ -7,7 +7,7 @@ typed), but the kernels of evaluation and data loading are dispatchers of their 
 after the step: the inference forward pass, the loss, softmax and the pixel normalisation
 (~1.3 s together). So when the warm-up's first compilation starts, :func:`start` launches a
 helper process that builds the run's model and evaluates it on synthetic rows
-(:func:`compile_evaluation`), niced, on another core; by the time the step is compiled, Numba's
+(:func:`fastnn.compilation.compile_evaluation`), niced, on another core; by the time the step is compiled, Numba's
 cache holds those kernels and the run loads them instead of compiling them.
 
 The helper is a head start and nothing more: whatever it has not cached when the run needs it,
@@ -23,12 +23,10 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import subprocess
-import sys
 from typing import TYPE_CHECKING
 
-from fastnn.child_process import lower_priority, start_python
+from fastnn.child_process import start_python
 
 if TYPE_CHECKING:
     from fastnn.config import RunConfig
@@ -36,7 +34,8 @@ if TYPE_CHECKING:
 ENV_VAR = "FASTNN_BACKGROUND_COMPILE"
 NICENESS = 10
 """The helper only uses CPU time the run leaves idle (the run compiles on one core)."""
-_HELPER_MAIN = ("import sys; del sys.path[0]; from fastnn.background_compile import main; main()")
+_HELPER_MAIN = ("import sys; del sys.path[0]; from fastnn.compilation import compile_evaluation_main; "
+                "compile_evaluation_main()")
 _helpers: list[subprocess.Popen] = []
 
 
@@ -49,14 +48,15 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def start(config: "RunConfig") -> subprocess.Popen | None:
-    """Start the helper for ``config``'s run (see the module docstring); returns it, or None when
-    it is not started. Never raises: a helper that cannot start only costs its head start."""
-    from fastnn.compilation import cache_location
+def start(config: "RunConfig", cache_path: str | None) -> subprocess.Popen | None:
+    """Start the helper for ``config``'s run (see the module docstring) with the kernel cache at
+    ``cache_path`` (:func:`fastnn.compilation.cache_location`; None: nothing can be cached);
+    returns it, or None when it is not started. Never raises: a helper that cannot start only
+    costs its head start."""
     from fastnn.data.own import is_own_dataset
 
     if (config.backend != "numba" or not enabled() or is_own_dataset(config.dataset)
-            or _cpus() < 2 or cache_location().path is None):
+            or _cpus() < 2 or cache_path is None):
         return None
     try:
         helper = start_python(_HELPER_MAIN, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -82,39 +82,3 @@ def stop_all() -> None:
             except subprocess.TimeoutExpired:
                 helper.kill()
                 helper.wait()
-
-
-def compile_evaluation(config: "RunConfig") -> None:
-    """Compile (or load) the kernels a run of ``config`` uses outside its training step: evaluate
-    and predict with the run's model (:func:`fastnn.runner.check_config`) on
-    :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, and normalise a few uint8 pixels
-    as the dataset loader does. The model is built on a built-in dataset's shape (no data is
-    read); nothing but Numba's cache is written."""
-    import numpy as np
-
-    from fastnn.compilation import EVALUATION_ROWS, synthetic_data
-    from fastnn.data.normalize import normalize_rows
-    from fastnn.runner import check_config
-
-    model, _ = check_config(config)
-    X, y = synthetic_data(config, model, None, EVALUATION_ROWS)
-    model.evaluate(X, y)
-    model.predict_proba(X)
-    pixels = np.zeros((2, model.layer_sizes[0]), np.uint8)  # the loader's kernel, same types
-    per_position = np.ones(model.layer_sizes[0], config.dtype)
-    normalize_rows(pixels, per_position, per_position, np.empty(pixels.shape, config.dtype),
-                   threads=1)
-
-
-def main() -> None:
-    """The helper: a :class:`~fastnn.config.RunConfig` as JSON on stdin, then
-    :func:`compile_evaluation` at low priority. Exits 0, or 1 without a word on any error."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    lower_priority(NICENESS)
-    try:
-        from fastnn.config import RunConfig
-
-        config = RunConfig.from_dict(json.loads(sys.stdin.read()), source="background compile")
-        compile_evaluation(config)
-    except Exception:  # noqa: BLE001  (a head start that failed: the run compiles it itself)
-        sys.exit(1)

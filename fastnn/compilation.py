@@ -315,7 +315,7 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
         from fastnn import background_compile
 
         # the evaluation kernels on another core while this thread compiles the step
-        background = background_compile.start(config) is not None
+        background = background_compile.start(config, cache_location().path) is not None
         if not progress:
             return
         where = cache_location().path or "nowhere: caching is unavailable"
@@ -352,3 +352,45 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
         line.finish(f"compiled {len(watch.compiled)} kernels for {config.dtype} in {seconds:.1f} s "
                     f"(cached for later runs{alongside})")
     return WarmupResult(config.dtype, seconds, watch.compiled, background)
+
+
+def compile_evaluation(config: "RunConfig") -> None:
+    """Compile (or load) the kernels a run of ``config`` uses outside its training step: evaluate
+    and predict with the run's model (:func:`fastnn.runner.check_config`) on
+    :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, and normalise a few uint8 pixels
+    as the dataset loader does. The model is built on a built-in dataset's shape (no data is
+    read); nothing but Numba's cache is written."""
+    import numpy as np
+
+    from fastnn.data.normalize import normalize_rows
+    from fastnn.runner import check_config
+
+    model, _ = check_config(config)
+    X, y = synthetic_data(config, model, None, EVALUATION_ROWS)
+    model.evaluate(X, y)
+    model.predict_proba(X)
+    pixels = np.zeros((2, model.layer_sizes[0]), np.uint8)  # the loader's kernel, same types
+    per_position = np.ones(model.layer_sizes[0], config.dtype)
+    normalize_rows(pixels, per_position, per_position, np.empty(pixels.shape, config.dtype),
+                   threads=1)
+
+
+def compile_evaluation_main() -> None:
+    """The background compiler's process (:mod:`fastnn.background_compile`): a
+    :class:`~fastnn.config.RunConfig` as JSON on stdin, then :func:`compile_evaluation` at low
+    priority. Exits 0, or 1 without a word on any error."""
+    import json
+    import signal
+
+    from fastnn.background_compile import NICENESS
+    from fastnn.child_process import lower_priority
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lower_priority(NICENESS)
+    try:
+        from fastnn.config import RunConfig
+
+        config = RunConfig.from_dict(json.loads(sys.stdin.read()), source="background compile")
+        compile_evaluation(config)
+    except Exception:  # noqa: BLE001  (a head start that failed: the run compiles it itself)
+        sys.exit(1)
