@@ -105,6 +105,15 @@ def test_a_request_is_drawn_side_by_side_and_a_dead_fork_costs_no_figure(mode):
         assert pids[1] == parent and pids[2] not in (parent, pids[0])
 
 
+def test_without_fork_a_worker_draws_its_request_in_turn(monkeypatch):
+    """Where a process cannot fork (macOS, Windows) a worker draws each job itself, in order."""
+    monkeypatch.setattr(plot_workers, "FORKS", False)
+    monkeypatch.setattr(plot_workers, "_answer", lambda job: ("ok", (job.args[0], os.getpid())))
+    monkeypatch.setattr(plot_workers, "_fork_answer", lambda job: pytest.fail("forked"))
+    answers = plot_workers._answers([PlotJob("plot_learning_curves", (i,)) for i in range(3)])
+    assert answers == [("ok", (i, os.getpid())) for i in range(3)]
+
+
 def test_a_plot_error_is_raised_in_the_caller_and_the_other_figures_are_drawn(tmp_path, pool):
     jobs = jobs_into(tmp_path)
     jobs[1] = PlotJob("plot_confusion_matrix", (np.ones((2, 3)), NAMES, tmp_path / "cm.png"))
