@@ -26,7 +26,7 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
-from fastnn.child_process import start_python
+from fastnn.child_process import start_python, usable_cpus
 
 if TYPE_CHECKING:
     from fastnn.config import RunConfig
@@ -44,10 +44,6 @@ def enabled() -> bool:
     return os.environ.get(ENV_VAR, "").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def start(config: "RunConfig", cache_path: str | None) -> subprocess.Popen | None:
     """Start the helper for ``config``'s run (see the module docstring) with the kernel cache at
     ``cache_path`` (:func:`fastnn.compilation.cache_location`; None: nothing can be cached);
@@ -56,7 +52,7 @@ def start(config: "RunConfig", cache_path: str | None) -> subprocess.Popen | Non
     from fastnn.data.own import is_own_dataset
 
     if (config.backend != "numba" or not enabled() or is_own_dataset(config.dataset)
-            or _cpus() < 2 or cache_path is None):
+            or usable_cpus() < 2 or cache_path is None):
         return None
     try:
         helper = start_python(_HELPER_MAIN, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -65,8 +61,6 @@ def start(config: "RunConfig", cache_path: str | None) -> subprocess.Popen | Non
         helper.stdin.close()
     except (OSError, TypeError, ValueError):
         return None
-    if not _helpers:
-        atexit.register(stop_all)
     _helpers.append(helper)
     return helper
 
@@ -82,3 +76,6 @@ def stop_all() -> None:
             except subprocess.TimeoutExpired:
                 helper.kill()
                 helper.wait()
+
+
+atexit.register(stop_all)

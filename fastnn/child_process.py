@@ -1,4 +1,5 @@
-"""Starting fastnn's helper processes: ``python -c`` children that import this very fastnn.
+"""Starting fastnn's helper processes: ``python -c`` children that import this very fastnn, and
+how many CPUs this process may use.
 
 The plot workers (:mod:`fastnn.plot_workers`) and the background compiler
 (:mod:`fastnn.background_compile`) are plain subprocesses of the interpreter running this process,
@@ -31,6 +32,11 @@ def start_python(code: str, defaults: dict[str, str] | None = None, drop: tuple[
     if root not in _site_dirs():
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.Popen([sys.executable, "-c", code], env=env, close_fds=True, **popen_kwargs)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def lower_priority(niceness: int) -> None:

@@ -154,16 +154,16 @@ def test_the_background_compiler_starts_only_where_it_can_help(monkeypatch, tmp_
     numba_run = RunConfig.from_dict({"hidden": [8], "backend": "numba", "wandb_mode": "disabled"})
     csv = tmp_path / "rows.csv"
     csv.write_text("a,b,label\n1,2,x\n3,4,y\n")
-    monkeypatch.setattr(background_compile, "_cpus", lambda: 2)
+    monkeypatch.setattr(background_compile, "usable_cpus", lambda: 2)
     assert background_compile.start(numba_run.replace(backend="numpy"), str(tmp_path)) is None
     assert background_compile.start(numba_run.replace(dataset=str(csv)), str(tmp_path)) is None
     assert background_compile.start(numba_run, None) is None, "nothing can be cached"
     monkeypatch.setenv("FASTNN_BACKGROUND_COMPILE", "0")
     assert background_compile.start(numba_run, str(tmp_path)) is None
     monkeypatch.delenv("FASTNN_BACKGROUND_COMPILE")
-    monkeypatch.setattr(background_compile, "_cpus", lambda: 1)
+    monkeypatch.setattr(background_compile, "usable_cpus", lambda: 1)
     assert background_compile.start(numba_run, str(tmp_path)) is None, "one CPU: it would only compete"
-    monkeypatch.setattr(background_compile, "_cpus", lambda: 2)
+    monkeypatch.setattr(background_compile, "usable_cpus", lambda: 2)
     helper = background_compile.start(numba_run, cache_location().path)
     assert helper is not None and helper.wait(timeout=600) == 0  # compiled (or loaded), exited 0
     background_compile.stop_all()

@@ -10,11 +10,11 @@ Numba's thread pool nor picks its threading layer (that is the Numba backend's b
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from fastnn.child_process import usable_cpus
 from fastnn.kernels import kernel
 
 
@@ -36,7 +36,7 @@ def normalize_rows(rows: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.
     this process may use) on Python threads. Shapes as in the block; returns ``out``."""
     n = rows.shape[0]
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = usable_cpus()
     threads = max(1, min(int(threads or 1), n))
     if threads == 1:
         normalize_rows_block(rows, mean, std, out)
