@@ -275,9 +275,11 @@ class LayerHealth(Callback):
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, trainer) -> None:
-        from fastnn.kernels.diagnostics import activation_stats_kernel  # numba: only when training
+        # numba: only when training
+        from fastnn.kernels.diagnostics import activation_stats_kernel, squared_distance_kernel
 
         self._kernel = activation_stats_kernel
+        self._squared_distance = squared_distance_kernel
         model = trainer.model
         self._activations = tuple(model.hidden_activations)
         self._widths = tuple(model.layer_sizes[1:-1])
@@ -294,7 +296,6 @@ class LayerHealth(Callback):
         self._slices = offsets
         self._scratch = [(np.empty(h, model.dtype), np.empty(h, model.dtype)) for h in self._widths]
         self._snapshot = np.empty_like(model.weights)
-        self._difference = np.empty_like(model.weights)
         self._snapshot_norms: list[float] | None = None
         self._fired = set()
         self._pending = []
@@ -336,7 +337,6 @@ class LayerHealth(Callback):
     def _measure(self, trainer) -> None:
         """Gradient norms of this step and ‖ΔW‖/‖W‖ of its update, against the snapshot."""
         model = trainer.model
-        np.subtract(model.weights, self._snapshot, out=self._difference)
         unclip = 1.0
         if trainer.max_grad_norm is not None and trainer.last_grad_norm is not None:
             factor = trainer.max_grad_norm / (trainer.last_grad_norm + 1e-6)  # the clip's own rule
@@ -346,7 +346,8 @@ class LayerHealth(Callback):
             self._grad_norms[i].append(_norm(model.grad_weights[a:b]) * unclip)
             w_norm = self._snapshot_norms[i]
             if w_norm > 0:
-                self._ratios[i].append(_norm(self._difference[a:b]) / w_norm)
+                moved = self._squared_distance(model.weights[a:b], self._snapshot[a:b])
+                self._ratios[i].append(math.sqrt(moved) / w_norm)
         self._snapshot_norms = None
 
     # ------------------------------------------------------------------ every epoch

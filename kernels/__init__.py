@@ -66,7 +66,7 @@ _uncached_warned = False
 
 
 def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = "never",
-           nogil: bool = False):
+           nogil: bool = False, fastmath: frozenset = frozenset()):
     """Decorator: ``numba.njit(cache=True, ...)`` that survives an unusable cache.
 
     Numba raises ``RuntimeError("cannot cache function ...: no locator available")`` at
@@ -80,10 +80,14 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
         ``"python"``.
     inline : Numba-IR inlining, ``"never"`` or ``"always"``.
     nogil : release the GIL while the kernel runs (for kernels run on Python threads).
+    fastmath : LLVM fast-math flags, e.g. ``{"reassoc"}`` to let a float sum be vectorised
+        (empty: IEEE semantics, the default everywhere a result must match the reference).
     """
     options = {"parallel": parallel, "error_model": error_model, "inline": inline}
     if nogil:
         options["nogil"] = True
+    if fastmath:
+        options["fastmath"] = set(fastmath)
 
     def compile_(func, options):
         global _uncached_warned

@@ -21,7 +21,7 @@ from fastnn.diagnostics import (
     diag_key,
     health_warnings,
 )
-from fastnn.kernels.diagnostics import activation_stats_kernel
+from fastnn.kernels.diagnostics import activation_stats_kernel, squared_distance_kernel
 from fastnn.training import Callback
 
 BACKENDS = ("numpy", "numba")
@@ -75,6 +75,37 @@ def test_kernel_accumulates_what_numpy_computes(dtype):
     tol = 1e-6 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(sums, Y.sum(axis=0), rtol=tol, atol=tol)
     np.testing.assert_allclose(sums_sq, (Y ** 2).sum(axis=0), rtol=tol)
+
+
+@pytest.mark.parametrize("band, counted", [((0.0, -np.inf, np.inf), "active"),
+                                           ((np.inf, 0.2, 0.8), "saturated")])
+def test_kernel_leaves_the_count_of_an_empty_band_at_zero(band, counted):
+    """ReLU's band has no saturation and sigmoid's no activity threshold: the kernel skips that
+    count's loop, and the other count and the sums are still what NumPy computes."""
+    Y = np.random.default_rng(4).uniform(-1.0, 1.0, size=(6, 5)).astype(np.float32)
+    active, saturated = np.zeros(5, np.int32), np.zeros(5, np.int32)
+    sums, sums_sq = np.zeros(5), np.zeros(5)
+    activation_stats_kernel(Y, *band, active, saturated, sums, sums_sq, np.empty(5, np.float32),
+                            np.empty(5, np.float32))
+    expected_active = (Y > band[0]).sum(axis=0)
+    expected_saturated = ((Y < band[1]) | (Y > band[2])).sum(axis=0)
+    np.testing.assert_array_equal(active, expected_active if counted == "active" else 0)
+    np.testing.assert_array_equal(saturated, expected_saturated if counted == "saturated" else 0)
+    assert (active.any() if counted == "active" else saturated.any())  # the band is not empty
+    np.testing.assert_allclose(sums, Y.astype(np.float64).sum(axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_squared_distance_is_the_float64_sum_of_squared_differences(dtype):
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=1001).astype(dtype)
+    b = (a + rng.normal(scale=1e-3, size=1001)).astype(dtype)
+    expected = float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    assert squared_distance_kernel(a, b) == pytest.approx(expected, rel=1e-12)
+    # float32 values whose squares overflow float32 still give a finite distance
+    big = np.full(4, 3e38, np.float32)
+    assert squared_distance_kernel(big, -big) == pytest.approx(4 * (6e38) ** 2, rel=1e-6)
+    assert squared_distance_kernel(a[:0], b[:0]) == 0.0
 
 
 # ---------------------------------------------------------------------- last_hidden_outputs
