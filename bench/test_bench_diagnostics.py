@@ -16,7 +16,7 @@ import pytest
 
 import fastnn
 from fastnn.benchmarking import MODELS
-from fastnn.diagnostics import LayerHealth
+from fastnn.diagnostics import SAMPLE_ROWS, LayerHealth
 
 from bench_helpers import finish_extra_info
 
@@ -73,37 +73,43 @@ def test_epoch_with_diagnostics(benchmark, backend, batch):
     finish_extra_info(benchmark)
 
 
-BLOCK_STEPS = 20  # = LayerHealth's default sample_every: one sampled step per block
-BLOCKS = 60
+BLOCKS = 120
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("batch", [128])
 def test_step_with_diagnostics(benchmark, backend, batch):
-    """One training step plus ``LayerHealth.on_batch_end`` (what the callback adds per step).
+    """One training step with the diagnostics (the activation statistics accumulated inside the
+    step, ``model.activation_stats``, and ``LayerHealth.on_batch_end``) against a plain step.
 
-    ``extra_info["overhead"]`` compares blocks of steps with and without the callback, run
-    alternately; it uses the fastest block of each kind (on a shared machine the minimum is the
-    time least disturbed by other work), ``overhead_median`` the medians. ``callback_overhead``
-    is the callback's own time (blocks of ``on_batch_end`` alone, one snapshot and one
-    measurement per ``SAMPLE_EVERY`` calls as in training) over the plain step's: on a busy
-    machine the difference of two noisy step times can come out negative, this ratio cannot.
+    ``extra_info["overhead"]`` compares blocks of steps with and without them, run alternately;
+    it uses the fastest block of each kind (on a shared machine the minimum is the time least
+    disturbed by other work), ``overhead_median`` the medians, ``overhead_paired`` the median over
+    rounds of each round's ratio (a drift in load between rounds cancels). ``callback_overhead`` is the
+    callback's own time (blocks of ``on_batch_end`` alone, one snapshot and one measurement per
+    ``SAMPLE_ROWS // batch`` calls, as in training) over the plain step's: on a busy machine the
+    difference of two noisy step times can come out negative, this ratio cannot.
     """
     X, y = _data(SMOKE_EPOCH_SAMPLES)
     trainer = _trainer(backend, [])
-    health = LayerHealth(warn=False)
+    block_steps = SAMPLE_ROWS // batch  # one sampled step per block
+    # by steps, as the default (one sample per SAMPLE_ROWS rows) samples at batch 128: the
+    # callback-only blocks run no step, so they would not advance the row count
+    health = LayerHealth(warn=False, sample_every=block_steps)
     trainer.fit(X[: 2 * batch], y[: 2 * batch], epochs=1, batch_size=batch)  # compile, buffers
     model, opt = trainer.model, trainer.optimizer
-    health.on_train_begin(trainer)
+    health.on_train_begin(trainer)  # sets model.activation_stats
     health.on_epoch_begin(trainer, 1)
+    stats = model.activation_stats
     xb, yb = X[:batch], y[:batch]
 
     def plain():
-        model.train_step(xb, yb)
-        opt.step()
+        model.activation_stats = None
+        model.train_step(xb, yb, optimizer=opt)
 
     def diagnosed():
-        plain()
+        model.activation_stats = stats
+        model.train_step(xb, yb, optimizer=opt)
         health.on_batch_end(trainer, 0, 0.0)
 
     def callback_only():
@@ -116,14 +122,16 @@ def test_step_with_diagnostics(benchmark, backend, batch):
         for _ in range(BLOCKS):
             for fn in (plain, diagnosed, callback_only):
                 t0 = time.perf_counter()
-                for _ in range(BLOCK_STEPS):
+                for _ in range(block_steps):
                     fn()
-                times[fn].append((time.perf_counter() - t0) / BLOCK_STEPS)
+                times[fn].append((time.perf_counter() - t0) / block_steps)
         info = benchmark.extra_info
         info["step_seconds_min"] = min(times[plain])
         info["step_with_diagnostics_seconds_min"] = min(times[diagnosed])
         info["overhead"] = min(times[diagnosed]) / min(times[plain]) - 1.0
         info["overhead_median"] = statistics.median(times[diagnosed]) / statistics.median(times[plain]) - 1.0
+        info["overhead_paired"] = statistics.median(
+            d / p for d, p in zip(times[diagnosed], times[plain])) - 1.0
         info["callback_seconds_min"] = min(times[callback_only])
         info["callback_overhead"] = min(times[callback_only]) / min(times[plain])
         info["samples_per_call"] = batch

@@ -358,7 +358,8 @@ def compile_evaluation(config: "RunConfig") -> None:
     """Compile (or load) the kernels a run of ``config`` uses outside its training step: evaluate
     and predict with the run's model (:func:`fastnn.runner.check_config`) on
     :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, and normalise a few uint8 pixels
-    as the dataset loader does. The model is built on a built-in dataset's shape (no data is
+    as the dataset loader does, and (with ``config.diagnostics``) run the training diagnostics'
+    sampled-step kernels once. The model is built on a built-in dataset's shape (no data is
     read); nothing but Numba's cache is written."""
     import numpy as np
 
@@ -373,6 +374,12 @@ def compile_evaluation(config: "RunConfig") -> None:
     per_position = np.ones(model.layer_sizes[0], config.dtype)
     normalize_rows(pixels, per_position, per_position, np.empty(pixels.shape, config.dtype),
                    threads=1)
+    if config.diagnostics:  # what LayerHealth's sampled steps call (the rest is in the step)
+        from fastnn.kernels.diagnostics import gradient_and_distance_kernel, snapshot_kernel
+
+        weights = np.zeros(2, config.dtype)
+        snapshot_kernel(weights, np.empty_like(weights))
+        gradient_and_distance_kernel(weights, weights, weights)
 
 
 def compile_evaluation_main() -> None:

@@ -33,8 +33,8 @@ import numpy as np
 
 from fastnn.activations import resolve_activation
 from fastnn.backends import Backend, get_backend, unwrap
-from fastnn.backends.plan import (BATCH_NORM_MOMENTUM, NORM_EPS, StepPlan, TrainStep, UpdateRule,
-                                  build_plan, head_loss, label_range_error)
+from fastnn.backends.plan import (BATCH_NORM_MOMENTUM, NORM_EPS, ActivationStats, StepPlan,
+                                  TrainStep, UpdateRule, build_plan, head_loss, label_range_error)
 from fastnn.init import initial_weights, resolve_init
 from fastnn.metrics import count_correct
 from fastnn.validation import (
@@ -111,6 +111,10 @@ class FFNN:
         gradient, no optimizer, saved in checkpoints. Updated in place by every training-mode
         forward pass. ``running_stats`` holds one ``(mean, var)`` pair of views into them per
         hidden layer (None where the layer is not batch-normalised).
+    activation_stats : :class:`fastnn.backends.plan.ActivationStats` or None (default). When set
+        (:meth:`new_activation_stats`), every training-mode step adds its hidden layers' outputs
+        to it inside the backend's step (:class:`fastnn.diagnostics.LayerHealth` sets it for
+        the duration of ``fit``).
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
@@ -191,6 +195,7 @@ class FFNN:
             W[...] = initial_weights(self.init, init_rng, W.shape[0], W.shape[1], self.init_std)
         self._plans: OrderedDict[int, StepPlan] = OrderedDict()
         self._last_plan: StepPlan | None = None
+        self.activation_stats: ActivationStats | None = None
 
     # ------------------------------------------------------------------ structure
     def _views(self, flat: np.ndarray, shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -320,7 +325,8 @@ class FFNN:
         plan = self.plan(X.shape[0])
         if training and plan.has_dropout:  # every layer's draws, in layer order, in one call
             self.noise_rng.random(out=plan.uniforms, dtype=self.dtype)
-        result = self.backend.train_step(plan, X, y, sample_weight, training, update, max_grad_norm)
+        result = self.backend.train_step(plan, X, y, sample_weight, training, update, max_grad_norm,
+                                         self.activation_stats if training else None)
         if training:
             self._last_plan = plan
         return result
@@ -364,6 +370,20 @@ class FFNN:
         if result.updated:
             optimizer.advance()
         return result
+
+    def new_activation_stats(self, bands) -> ActivationStats:
+        """Empty :class:`~fastnn.backends.plan.ActivationStats` of this model's hidden layers.
+
+        bands : one ``(active_above, saturated_below, saturated_above)`` triple of floats per
+        hidden layer (not NaN; ``inf``, ``-inf``, ``inf`` count nothing). Set the result as
+        :attr:`activation_stats` to have training steps fill it.
+        """
+        widths = self.layer_sizes[1:-1]
+        bands = np.asarray(bands, dtype=np.float64)
+        if bands.shape != (len(widths), 3):
+            raise ValueError(f"bands must hold one (active_above, saturated_below, saturated_above) "
+                             f"triple per hidden layer: shape ({len(widths)}, 3), got {bands.shape}.")
+        return ActivationStats(widths, bands)
 
     def last_hidden_outputs(self) -> list[np.ndarray]:
         """The hidden layers' outputs of the last training-mode step (``train_step``, or

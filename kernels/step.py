@@ -27,6 +27,15 @@ gives each optimizer rule's four switches; :attr:`fastnn.backends.plan.StepPlan.
 ends with the plan's six (batch norm, layer norm, dropout, softmax head, MSE head, and ``smooth``:
 an activation other than identity, ReLU and leaky ReLU, whose loops are otherwise compiled away).
 
+Training diagnostics
+--------------------
+With ``diagnose`` true, each hidden layer's output is added to the activation statistics
+(:class:`fastnn.backends.plan.ActivationStats`: per-unit activity and saturation counts, sums
+and sums of squares) right after the layer's forward pass, while the output is in cache, by
+:func:`fastnn.kernels.diagnostics.activation_stats_kernel`. ``diagnose`` is a run-time flag
+rather than a switch: the statistics are a few small loops, and one compiled step then serves
+runs with and without diagnostics.
+
 Memory traffic of the update
 ----------------------------
 Without gradient clipping, each layer is updated as soon as its gradients are complete (after its
@@ -45,6 +54,7 @@ from fastnn.kernels import kernel
 from fastnn.kernels.activations import IDENTITY, activate_row
 from fastnn.kernels.blas import gemm
 from fastnn.kernels.dense import activation_grad_rows, bias_activation_rows
+from fastnn.kernels.diagnostics import activation_stats_kernel
 from fastnn.kernels.fpmode import flush_subnormals_begin, flush_subnormals_end
 from fastnn.kernels.losses import (l2_block, mse_block, mse_weighted_rows, softmax_cross_entropy_rows,
                                    softmax_rows)
@@ -60,7 +70,7 @@ NORM_NONE, NORM_BATCH, NORM_LAYER = 0, 1, 2
 NO_UPDATE, RULE_SGD, RULE_RMSPROP, RULE_ADAM, RULE_NADAM = range(5)
 (COL_D, COL_H, COL_W, COL_B, COL_ACT, COL_OUT, COL_PREACT, COL_DOUT, COL_DROPPED, COL_MASK,
  COL_UNIFORM, COL_NORM, COL_LINEAR, COL_MEAN, COL_INV_STD, COL_GAMMA, COL_BETA, COL_RUNNING) = range(18)
-HEAD_KIND, HEAD_PROBS, HEAD_TARGETS = range(3)
+HEAD_KIND, HEAD_PROBS, HEAD_TARGETS, HEAD_STATS_SCRATCH = range(4)
 #: Slots of the ``result`` array the step writes.
 RES_DATA_LOSS, RES_PENALTY, RES_CORRECT, RES_GRAD_NORM, RES_UPDATED = range(5)
 #: ``result[RES_UPDATED]`` when a label was outside [0, C): the step stopped before writing anything.
@@ -127,13 +137,31 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
 
 
 @kernel()
+def _hidden_stats(Y, l, unit, flat, scratch, stat_bands, stat_counts, stat_sums):
+    """Add hidden layer ``l``'s output ``Y`` (N, H) to the activation statistics' columns
+    ``[unit, unit + H)`` (:class:`fastnn.backends.plan.ActivationStats`); ``flat[scratch:]``:
+    2 H elements of scratch."""
+    H = Y.shape[1]
+    end = unit + H
+    activation_stats_kernel(Y, stat_bands[l, 0], stat_bands[l, 1], stat_bands[l, 2],
+                            stat_counts[0, unit:end], stat_counts[1, unit:end],
+                            stat_sums[0, unit:end], stat_sums[1, unit:end],
+                            flat[scratch: scratch + H], flat[scratch + H: scratch + 2 * H])
+
+
+@kernel()
 def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
-             bn_momentum, training, blas, batch_norm, layer_norm, dropout, smooth):
+             bn_momentum, training, blas, batch_norm, layer_norm, dropout, smooth, diagnose,
+             stat_bands, stat_counts, stat_sums, scratch):
     """The forward pass over every layer; dropout (``training`` only) from the drawn uniforms.
-    ``batch_norm``, ``layer_norm``, ``dropout``, ``smooth``: switches (module docstring)."""
+    ``batch_norm``, ``layer_norm``, ``dropout``, ``smooth``: switches (module docstring).
+    ``diagnose``: add each hidden layer's output to the activation statistics ``stat_bands``,
+    ``stat_counts``, ``stat_sums`` right after it is computed (while it is in cache), with
+    ``flat[scratch:]`` as scratch (:func:`train_step_kernel`)."""
     N = X.shape[0]
     L = table.shape[0]
     in_off = -1
+    unit = 0
     for l in range(L):
         if l == 0:
             _dense_layer_forward(X.reshape(-1), N, l, flat, table, arena, running_mean, running_var,
@@ -146,6 +174,10 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
                                  blas, batch_norm, layer_norm, smooth)
         H = table[l, COL_H]
         in_off = table[l, COL_OUT]
+        if diagnose and l < L - 1:
+            _hidden_stats(_rows(flat, in_off, N, H), l, unit, flat, scratch, stat_bands,
+                          stat_counts, stat_sums)
+            unit += H
         if dropout is not None and training and table[l, COL_DROPPED] >= 0:
             dropout_forward_kernel(_rows(flat, table[l, COL_OUT], N, H),
                                    _rows(flat, table[l, COL_UNIFORM], N, H), rates[l],
@@ -157,7 +189,8 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
 @kernel()
 def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, grad, running_mean,
                    running_var, label_smoothing, l2, slope, norm_eps, bn_momentum, result,
-                   batch_norm, layer_norm, dropout, softmax_head, mse_head, smooth):
+                   batch_norm, layer_norm, dropout, softmax_head, mse_head, smooth, diagnose,
+                   stat_bands, stat_counts, stat_sums):
     """Inference: the forward pass in evaluation mode (no dropout; BatchNorm's running statistics).
 
     X : (N, D) float, read only. training : pass False (evaluation mode). It is an argument, not
@@ -167,10 +200,13 @@ def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, gra
     arguments are the plan's (:attr:`StepPlan.kernel_args`; ``grad``, ``head_table``, the loss
     constants, ``result`` and the head switches are not used). ``flat``'s output views are
     overwritten (the network output is the last layer's ``COL_OUT`` view). Nothing else is
-    written.
+    written. diagnose, stat_bands, stat_counts, stat_sums : pass False and arrays of
+    :func:`train_step_kernel`'s types (any size): like ``training``, arguments so that the forward
+    pass is one compilation for both kernels.
     """
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
-             training, blas, batch_norm, layer_norm, dropout, smooth)
+             training, blas, batch_norm, layer_norm, dropout, smooth, diagnose, stat_bands,
+             stat_counts, stat_sums, head_table[HEAD_STATS_SCRATCH])
 
 
 @kernel()
@@ -310,7 +346,8 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                       training, max_norm, kind, coefficients, sgd, rmsprop, adam, nadam, s1, s2, s3,
                       blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
                       label_smoothing, l2, slope, norm_eps, bn_momentum, result, batch_norm,
-                      layer_norm, dropout, softmax_head, mse_head, smooth):
+                      layer_norm, dropout, softmax_head, mse_head, smooth, diagnose, stat_bands,
+                      stat_counts, stat_sums):
     """One training step of a batch in one call.
 
     Parameters
@@ -334,6 +371,13 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
         ``RULE_SWITCHES[kind]`` (only that rule's code is compiled).
     batch_norm, layer_norm, dropout, softmax_head, mse_head, smooth : the plan's switches (the
         last six of its ``kernel_args``; module docstring).
+    diagnose : bool; when true, each hidden layer's output statistics are added to
+        ``stat_bands`` (L-1, 3) float64 (read), ``stat_counts`` (2, ΣH) int32 and ``stat_sums``
+        (2, ΣH) float64 (updated in place) as :class:`fastnn.backends.plan.ActivationStats`
+        defines them, right after the layer's forward pass. A run-time flag, not a switch: the
+        statistics are a few small loops, and one compilation then serves runs with and without
+        diagnostics (a first ``fastnn train``, diagnostics on by default, and a benchmark or an
+        API user's loop without them share the cache). Without it, pass any arrays of those types.
     blas : GEMM handle (:func:`fastnn.kernels.blas.gemm`).
     result : (5,) float64, **overwritten**: data loss, L2 penalty, correct count (or weight),
         gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
@@ -355,7 +399,8 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                 return
     mxcsr = flush_subnormals_begin()  # this thread's work flushes subnormals (kernels/fpmode.py)
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
-             training, blas, batch_norm, layer_norm, dropout, smooth)
+             training, blas, batch_norm, layer_norm, dropout, smooth, diagnose, stat_bands,
+             stat_counts, stat_sums, head_table[HEAD_STATS_SCRATCH])
     data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,
                       flat, table, head_table, label_smoothing, softmax_head, mse_head)
     last = L - 1

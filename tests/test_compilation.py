@@ -138,7 +138,9 @@ BACKGROUND = """
 def test_the_background_compiler_caches_the_evaluation_kernels_and_not_the_step(tmp_path):
     cached = json.loads(_run(BACKGROUND, tmp_path).splitlines()[-1])
     for kernel_name in ("step.forward_kernel", "losses.softmax_kernel.serial",
-                        "losses.softmax_cross_entropy_kernel.serial"):
+                        "losses.softmax_cross_entropy_kernel.serial",
+                        "diagnostics.snapshot_kernel",  # diagnostics are on by default
+                        "diagnostics.gradient_and_distance_kernel"):
         assert "float32" in cached.get(kernel_name, ()), (kernel_name, sorted(cached))
     assert "step.train_step_kernel" not in cached, "the step is the run's own to compile"
     from fastnn.data import normalize

@@ -21,7 +21,10 @@ from fastnn.diagnostics import (
     diag_key,
     health_warnings,
 )
-from fastnn.kernels.diagnostics import activation_stats_kernel, squared_distance_kernel
+from fastnn.backends import get_backend
+from fastnn.kernels import step as step_kernels
+from fastnn.kernels.diagnostics import (activation_stats_kernel, gradient_and_distance_kernel,
+                                       snapshot_kernel)
 from fastnn.training import Callback
 
 BACKENDS = ("numpy", "numba")
@@ -96,16 +99,30 @@ def test_kernel_leaves_the_count_of_an_empty_band_at_zero(band, counted):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_squared_distance_is_the_float64_sum_of_squared_differences(dtype):
-    rng = np.random.default_rng(5)
-    a = rng.normal(size=1001).astype(dtype)
+def test_snapshot_copies_and_returns_the_float64_sum_of_squares(dtype):
+    a = np.random.default_rng(5).normal(size=1001).astype(dtype)
+    copy = np.full_like(a, np.nan)
+    expected = float(np.sum(a.astype(np.float64) ** 2))
+    assert snapshot_kernel(a, copy) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_array_equal(copy, a)
+    big = np.full(4, 3e38, np.float32)  # squares overflow float32: the norm stays finite
+    assert snapshot_kernel(big, np.empty_like(big)) == pytest.approx(4 * 9e76, rel=1e-6)
+    assert snapshot_kernel(a[:0], copy[:0]) == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_and_distance_are_float64_sums_of_squares(dtype):
+    rng = np.random.default_rng(6)
+    g, a = rng.normal(size=(2, 1001)).astype(dtype)
     b = (a + rng.normal(scale=1e-3, size=1001)).astype(dtype)
-    expected = float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    assert squared_distance_kernel(a, b) == pytest.approx(expected, rel=1e-12)
-    # float32 values whose squares overflow float32 still give a finite distance
+    squares, moved = gradient_and_distance_kernel(g, a, b)
+    assert squares == pytest.approx(float(np.sum(g.astype(np.float64) ** 2)), rel=1e-12)
+    assert moved == pytest.approx(float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)),
+                                  rel=1e-12)
     big = np.full(4, 3e38, np.float32)
-    assert squared_distance_kernel(big, -big) == pytest.approx(4 * (6e38) ** 2, rel=1e-6)
-    assert squared_distance_kernel(a[:0], b[:0]) == 0.0
+    squares, moved = gradient_and_distance_kernel(big, big, -big)
+    assert squares == pytest.approx(4 * 9e76, rel=1e-6) and moved == pytest.approx(4 * 36e76, rel=1e-6)
+    assert gradient_and_distance_kernel(g[:0], a[:0], b[:0]) == (0.0, 0.0)
 
 
 # ---------------------------------------------------------------------- last_hidden_outputs
@@ -124,6 +141,164 @@ def test_last_hidden_outputs_are_post_activation_and_pre_dropout(backend):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     model.predict(X)  # inference does not replace the training step's outputs
     assert model.last_hidden_outputs()[0] is outputs[0]
+
+
+# ---------------------------------------------------------------------- in the training step
+# compiled in the one-call step (relu, leaky_relu, gelu, identity) / composed (tanh, sigmoid,
+# softplus: NumPy's SIMD ufuncs) on the Numba backend: both paths accumulate the statistics
+STEP_ACTIVATIONS = {"compiled": ["relu", "leaky_relu", "gelu", "identity"],
+                    "composed": ["tanh", "sigmoid", "softplus", "relu"]}
+# per hidden layer: (active_above, saturated_below, saturated_above); inf bands count nothing
+STEP_BANDS = [(0.0, -np.inf, np.inf), (0.1, -0.2, 0.3), (np.inf, -0.5, 0.5), (0.01, 0.05, 0.95)]
+
+
+def expected_stats(outputs, bands, counts, sums):
+    """The accumulators after adding one step's hidden outputs, by the definition of
+    ActivationStats (thresholds in the outputs' dtype, sums in float64)."""
+    start = 0
+    for Y, (above, below, over) in zip(outputs, bands):
+        t = Y.dtype.type
+        cols = slice(start, start + Y.shape[1])
+        counts[0, cols] += (Y > t(above)).sum(axis=0)
+        counts[1, cols] += ((Y < t(below)) | (Y > t(over))).sum(axis=0)
+        sums[0, cols] += Y.astype(np.float64).sum(axis=0)
+        sums[1, cols] += (Y.astype(np.float64) ** 2).sum(axis=0)
+        start += Y.shape[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", sorted(STEP_ACTIVATIONS))
+@pytest.mark.parametrize("options", [{}, {"normalization": "batch", "dropout": 0.4},
+                                     {"normalization": "layer", "dropout": 0.2}],
+                         ids=["plain", "batchnorm-dropout", "layernorm-dropout"])
+def test_training_steps_accumulate_their_hidden_outputs_statistics(backend, path, options):
+    """With ``model.activation_stats`` set, every training step adds its hidden layers' outputs
+    (after the activation, before dropout) to it: after each step (batches of two sizes, so two
+    plans), the counts equal NumPy's counts over the outputs the steps produced and the sums
+    their float64 sums; evaluation-mode steps and inference add nothing."""
+    X, y = blobs(60, d=6)
+    model = fastnn.FFNN([6, 9, 7, 8, 5, 3], activation=STEP_ACTIVATIONS[path], backend=backend,
+                        seed=2, **options)
+    stats = model.new_activation_stats(STEP_BANDS)
+    model.activation_stats = stats
+    counts, sums = np.zeros((2, 29), np.int64), np.zeros((2, 29))
+    opt = fastnn.optim.Adam(model, lr=1e-2)
+    for lo, hi in ((0, 16), (16, 32), (32, 42), (42, 58)):
+        model.train_step(X[lo:hi], y[lo:hi], optimizer=opt)
+        expected_stats(model.last_hidden_outputs(), STEP_BANDS, counts, sums)
+        np.testing.assert_array_equal(stats.counts, counts)
+        np.testing.assert_allclose(stats.sums, sums, rtol=1e-5, atol=1e-4)
+    assert stats.rows == 58
+    assert counts[0].any() and counts[1].any() and counts[0].min() < 58  # not trivially all/none
+    assert not counts[0, 18:23].any()  # the third layer's activity band is empty
+    model.loss_and_grad(X[:10], y[:10], training=False)
+    model.predict_proba(X)
+    np.testing.assert_array_equal(stats.counts, counts)
+    assert stats.rows == 58
+    stats.reset()
+    assert stats.rows == 0 and not stats.counts.any() and not stats.sums.any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_accumulating_statistics_leaves_the_training_bit_identical(backend):
+    X, y = blobs(64, d=6)
+    runs = []
+    for with_stats in (False, True):
+        model = fastnn.FFNN([6, 8, 5, 3], backend=backend, seed=4, dropout=0.2,
+                            normalization="batch")
+        if with_stats:
+            model.activation_stats = model.new_activation_stats([(0.0, -np.inf, np.inf)] * 2)
+        opt = fastnn.optim.AdamW(model, lr=1e-2)
+        for lo in range(0, 64, 16):
+            model.train_step(X[lo:lo + 16], y[lo:lo + 16], optimizer=opt)
+        runs.append((model.arena.copy(), model.running_mean.copy()))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_with_bad_labels_adds_no_statistics(backend):
+    X, y = blobs(8, d=6)
+    model = fastnn.FFNN([6, 5, 3], backend=backend, seed=0)
+    stats = model.activation_stats = model.new_activation_stats([(0.0, -np.inf, np.inf)])
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\)"):
+        model.train_step(X, np.full(8, 7, np.int64))
+    assert stats.rows == 0 and not stats.counts.any() and not stats.sums.any()
+
+
+def test_one_compiled_step_serves_runs_with_and_without_statistics():
+    """Diagnostics are a run-time flag of the compiled step, not a switch: a step with them
+    after one without compiles nothing new (a first ``fastnn train`` and a plain API loop share
+    the cache)."""
+    X, y = blobs(16, d=6)
+    model = fastnn.FFNN([6, 5, 3], backend="numba", seed=0)
+    opt = fastnn.optim.Adam(model)
+    model.train_step(X, y, optimizer=opt)
+    kernel = step_kernels.train_step_kernel
+    before = len(kernel.signatures)
+    model.activation_stats = model.new_activation_stats([(0.0, -np.inf, np.inf)])
+    model.train_step(X, y, optimizer=opt)
+    assert len(kernel.signatures) == before
+    assert model.activation_stats.rows == 16
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_checked_backend_refuses_statistics_that_do_not_fit_the_plan(backend):
+    model = fastnn.FFNN([4, 6, 5, 3], backend=backend, seed=0)
+    checked = get_backend(backend)
+    plan, X, y = model.plan(5), np.ones((5, 4), np.float32), np.zeros(5, np.int64)
+    other = fastnn.FFNN([4, 6, 3], seed=0).new_activation_stats([(0.0, 0.0, 0.0)])
+    with pytest.raises(ValueError, match=r"widths \(6,\), but the plan's are \(6, 5\)"):
+        checked.train_step(plan, X, y, stats=other)
+    with pytest.raises(TypeError, match="ActivationStats"):
+        checked.train_step(plan, X, y, stats={"counts": None})
+    stats = model.new_activation_stats([(0.0, 0.0, 0.0)] * 2)
+    stats.counts = stats.counts.astype(np.int64)
+    with pytest.raises(ValueError, match=r"stats.counts must be a writeable C-contiguous \(2, 11\) int32"):
+        checked.train_step(plan, X, y, stats=stats)
+    stats = model.new_activation_stats([(0.0, 0.0, 0.0)] * 2)
+    stats.bands[1, 2] = np.nan
+    with pytest.raises(ValueError, match="stats.bands must not hold NaN"):
+        checked.train_step(plan, X, y, stats=stats)
+    assert not stats.counts.any()
+    good = model.new_activation_stats([(0.0, 0.0, 0.0)] * 2)
+    checked.train_step(plan, X, y, stats=good)
+    assert good.rows == 5
+
+
+def test_new_activation_stats_needs_one_band_per_hidden_layer():
+    model = fastnn.FFNN([4, 6, 5, 3], seed=0)
+    with pytest.raises(ValueError, match=r"one \(active_above, saturated_below, saturated_above\) "
+                                         r"triple per hidden layer: shape \(2, 3\), got \(1, 3\)"):
+        model.new_activation_stats([(0.0, 0.0, 0.0)])
+    with pytest.raises(ValueError, match="must not hold NaN"):
+        model.new_activation_stats([(0.0, np.nan, 0.0)] * 2)
+    stats = model.new_activation_stats([(0.0, -1.0, 1.0), (np.inf, -np.inf, np.inf)])
+    assert stats.widths == (6, 5) and stats.counts.shape == (2, 11)
+    assert [a.shape for a in stats.layer(1)] == [(5,)] * 4
+
+
+class Explode(Callback):
+    def on_batch_end(self, trainer, step, loss):
+        if step == 2:
+            raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_health_sets_the_models_statistics_for_training_only(backend):
+    X, y = blobs(64, d=6)
+    model = fastnn.FFNN([6, 5, 3], backend=backend, seed=0)
+    seen = []
+
+    class Watch(Callback):
+        def on_batch_end(self, trainer, step, loss):
+            seen.append(trainer.model.activation_stats)
+
+    model.fit(X, y, epochs=1, batch_size=16, callbacks=[LayerHealth(warn=False), Watch()])
+    assert model.activation_stats is None and seen and all(s is seen[0] is not None for s in seen)
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(X, y, epochs=1, batch_size=16, callbacks=[LayerHealth(warn=False), Explode()])
+    assert model.activation_stats is None  # restored although training failed
 
 
 # ---------------------------------------------------------------------- the statistics
@@ -181,16 +356,41 @@ def test_grad_norm_and_update_ratio_match_a_hand_made_sgd_step(backend):
     recorder = Recorder()
     history = model.fit(X, y, epochs=2, batch_size=16, optimizer=fastnn.optim.SGD(model, lr=lr),
                         shuffle=False, callbacks=[LayerHealth(sample_every=3, warn=False), recorder])
-    steps = 8  # per epoch; snapshots after local steps 0, 3, 6, measured one step later
+    # 8 steps per epoch; snapshots after local steps 0, 3, 6, measured one step later
+    assert_sgd_samples(history, recorder, lr, steps=8, measured=(1, 4, 7))
+
+
+def assert_sgd_samples(history, recorder, lr, steps, measured):
+    """Each epoch's grad_norm / update_ratio are the mean / median over the ``measured`` local
+    steps (of ``steps`` per epoch) of the recorded gradient norms and of lr‖∂L/∂W‖/‖W‖ (plain
+    SGD: ΔW = −lr·∂L/∂W)."""
     for epoch, logs in enumerate(history.epochs):
-        measured = [epoch * steps + j for j in (1, 4, 7)]  # global indices of the measured steps
-        for layer in range(3):
-            grads = [np.linalg.norm(recorder.grads[s][layer]) for s in measured]
+        indices = [epoch * steps + j for j in measured]  # global indices of the measured steps
+        for layer in range(len(recorder.grads[0])):
+            grads = [np.linalg.norm(recorder.grads[s][layer]) for s in indices]
             ratios = [lr * np.linalg.norm(recorder.grads[s][layer])
-                      / np.linalg.norm(recorder.weights[s - 1][layer]) for s in measured]
+                      / np.linalg.norm(recorder.weights[s - 1][layer]) for s in indices]
             assert logs[diag_key(layer + 1, "grad_norm")] == pytest.approx(np.mean(grads), rel=1e-9)
             assert logs[diag_key(layer + 1, "update_ratio")] == pytest.approx(np.median(ratios),
                                                                               rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch, measured", [(16, (1, 4, 7)), (8, (1, 6, 11))])
+def test_by_default_one_step_is_sampled_per_sample_rows_training_rows(backend, batch, measured,
+                                                                      monkeypatch):
+    """Default sampling: the first step of each epoch, then the first step after at least
+    SAMPLE_ROWS rows since the last sample, whatever the batch size. Here 40 rows: at batch 16
+    snapshots after local steps 0 (16 rows), 3 (64: 48 since), 6 (112); at batch 8 after steps
+    0, 5 (48: 40 since), 10 (88); each measured one step later."""
+    monkeypatch.setattr(fastnn.diagnostics, "SAMPLE_ROWS", 40)
+    X, y = blobs(120)
+    lr = 0.05
+    model = fastnn.FFNN([6, 8, 5, 3], backend=backend, dtype="float64", seed=2)
+    recorder = Recorder()
+    history = model.fit(X, y, epochs=2, batch_size=batch, optimizer=fastnn.optim.SGD(model, lr=lr),
+                        shuffle=False, callbacks=[LayerHealth(warn=False), recorder])
+    assert_sgd_samples(history, recorder, lr, steps=-(-120 // batch), measured=measured)
 
 
 def test_grad_norm_is_reported_before_clipping():

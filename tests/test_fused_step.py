@@ -177,7 +177,7 @@ def test_last_hidden_outputs_are_the_training_steps_hidden_activations():
 def test_the_kernel_codes_equal_the_plan_codes():
     for name in ("HEAD_SOFTMAX", "HEAD_MSE", "NORM_NONE", "NORM_BATCH", "NORM_LAYER", "NO_UPDATE",
                  "RULE_SGD", "RULE_RMSPROP", "RULE_ADAM", "RULE_NADAM", "HEAD_KIND", "HEAD_PROBS",
-                 "HEAD_TARGETS") + tuple(n for n in dir(plans) if n.startswith("COL_")):
+                 "HEAD_TARGETS", "HEAD_STATS_SCRATCH") + tuple(n for n in dir(plans) if n.startswith("COL_")):
         assert getattr(step_kernels, name) == getattr(plans, name), name
 
 

@@ -384,7 +384,7 @@ class Backend:
         self._missing("forward")
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
-                   max_grad_norm=None):
+                   max_grad_norm=None, stats=None):
         """One training step: forward, loss, backward, L2, clipping and the optimizer update.
 
         Parameters
@@ -398,6 +398,10 @@ class Backend:
             the objective is finite, the parameter arena and the rule's buffers are updated in
             place; otherwise neither is touched.
         max_grad_norm : None, or clip the gradients' global L2 norm to this (> 0) before the update.
+        stats : :class:`fastnn.backends.plan.ActivationStats` of this network, or None. When given,
+            the hidden layers' outputs of this step's forward pass are added to it (after the
+            activation, before dropout; its arrays and ``rows`` are updated in place, unless the
+            labels are out of range).
 
         Writes the gradient arena (overwritten with the gradient of the objective, clipped when
         asked). Returns a :class:`fastnn.backends.plan.TrainStep`.

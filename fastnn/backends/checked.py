@@ -125,8 +125,9 @@ def check_plan(plan: object, X: object) -> np.ndarray:
     if not (isinstance(rates, np.ndarray) and rates.dtype == np.float64 and rates.shape == (L,)
             and np.all((rates >= 0) & (rates < 1))):
         raise ValueError(f"plan.rates must be ({L},) float64 dropout rates in [0, 1).")
-    if not (isinstance(head, np.ndarray) and head.dtype == np.int64 and head.shape == (3,)):
-        raise ValueError("plan.head_table must be a (3,) int64 array.")
+    if not (isinstance(head, np.ndarray) and head.dtype == np.int64
+            and head.shape == (plans.N_HEAD_ENTRIES,)):
+        raise ValueError(f"plan.head_table must be a ({plans.N_HEAD_ENTRIES},) int64 array.")
     if not (isinstance(plan.result, np.ndarray) and plan.result.dtype == np.float64
             and plan.result.shape == (5,) and plan.result.flags.writeable):
         raise ValueError("plan.result must be a writeable (5,) float64 array.")
@@ -144,6 +145,7 @@ def check_plan(plan: object, X: object) -> np.ndarray:
                              f"plan.{where} ({sizes[where]} elements).")
 
     width = X.shape[1]
+    widest = 0
     for l in range(L):
         row = table[l]
         D, H = int(row[plans.COL_D]), int(row[plans.COL_H])
@@ -172,11 +174,36 @@ def check_plan(plan: object, X: object) -> np.ndarray:
             if norm == plans.NORM_BATCH:
                 inside(f"layer {l} running statistics", row[plans.COL_RUNNING], H, "running")
         width = H
+        widest = max(widest, H)
     if head[plans.HEAD_KIND] not in (plans.HEAD_SOFTMAX, plans.HEAD_MSE):
         raise ValueError("plan.head_table has an unknown head kind.")
     inside("probs", head[plans.HEAD_PROBS], N * width, "flat")
     inside("targets", head[plans.HEAD_TARGETS], N * width, "flat")
+    inside("statistics scratch", head[plans.HEAD_STATS_SCRATCH], 2 * widest, "flat")
     return X
+
+
+def check_stats(stats: object, plan: "plans.StepPlan") -> None:
+    """None, or :class:`~fastnn.backends.plan.ActivationStats` of ``plan``'s hidden layers."""
+    if stats is None:
+        return
+    if not isinstance(stats, plans.ActivationStats):
+        raise TypeError(f"stats must be a fastnn.backends.plan.ActivationStats or None, got "
+                        f"{type(stats).__name__}.")
+    widths = tuple(int(h) for h in plan.table[:-1, plans.COL_H])
+    if stats.widths != widths:
+        raise ValueError(f"stats are for hidden layers of widths {stats.widths}, but the plan's "
+                         f"are {widths}.")
+    total = sum(widths)
+    for name, dtype, shape in (("bands", np.float64, (len(widths), 3)),
+                               ("counts", np.int32, (2, total)), ("sums", np.float64, (2, total))):
+        a = getattr(stats, name)
+        if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape
+                and a.flags.c_contiguous and a.flags.writeable):
+            raise ValueError(f"stats.{name} must be a writeable C-contiguous {shape} "
+                             f"{np.dtype(dtype)} array.")
+    if np.isnan(stats.bands).any():
+        raise ValueError("stats.bands must not hold NaN.")
 
 
 def check_update(update: object, plan: "plans.StepPlan") -> None:
@@ -530,7 +557,7 @@ class CheckedBackend(Backend):
         return self.unchecked.forward(plan, X)
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
-                   max_grad_norm=None):
+                   max_grad_norm=None, stats=None):
         X = check_plan(plan, X)
         N, C = X.shape[0], int(plan.table[-1, plans.COL_H])
         if isinstance(y, np.ndarray) and y.ndim == 2:
@@ -543,9 +570,10 @@ class CheckedBackend(Backend):
             y = np.ascontiguousarray(y, dtype=np.int64)
         sample_weight = check_weights(sample_weight, N, X.dtype)
         check_update(update, plan)
+        check_stats(stats, plan)
         if max_grad_norm is not None:
             max_grad_norm = check_float_range("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False)
         if training and N < 2 and np.any(plan.table[:, plans.COL_NORM] == plans.NORM_BATCH):
             raise ValueError("batch normalisation needs at least 2 rows per training batch.")
         return self.unchecked.train_step(plan, X, y, sample_weight, bool(training), update,
-                                         max_grad_norm)
+                                         max_grad_norm, stats)

@@ -93,6 +93,9 @@ class NumbaBackend(NumpyBackend):
         self._no_weights = {dt: np.empty(0, dt) for dt in self._no_dX}
         self._no_labels = np.zeros(0, np.intp)
         self._no_coefficients = np.zeros(8, np.float64)
+        # the activation statistics' arguments of a step without them (never read)
+        self._no_stats = (False, np.zeros((0, 3), np.float64), np.zeros((2, 0), np.int32),
+                          np.zeros((2, 0), np.float64))
 
     def _scratch(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A work buffer of this shape and dtype, made once and reused (one per calling thread)."""
@@ -270,16 +273,18 @@ class NumbaBackend(NumpyBackend):
         X = _writable(X)
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
-            step.forward_kernel(X, False, self.setup.gemm[X.dtype], *plan.kernel_args)
+            step.forward_kernel(X, False, self.setup.gemm[X.dtype], *plan.kernel_args,
+                                *self._no_stats)
         finally:
             if previous != -1:
                 self._pin.restore(previous)
         return plan.layers[-1].out
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
-                   max_grad_norm=None):
+                   max_grad_norm=None, stats=None):
         if plan.activations & _COMPOSED_ACTIVATIONS:
-            return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm)
+            return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm,
+                                      stats)
         X, dtype = _writable(X), X.dtype
         has_labels = y.ndim == 1
         labels = _writable(y.astype(np.intp, copy=False)) if has_labels else self._no_labels
@@ -297,13 +302,17 @@ class NumbaBackend(NumpyBackend):
                 X, labels, has_labels, targets, not has_labels, weights, weighted, total, training,
                 0.0 if max_grad_norm is None else float(max_grad_norm), kind, coefficients,
                 *step.RULE_SWITCHES[kind], buffers[0], buffers[1], buffers[2],
-                self.setup.gemm[dtype], *plan.kernel_args)
+                self.setup.gemm[dtype], *plan.kernel_args,
+                *(self._no_stats if stats is None else (True, stats.bands, stats.counts,
+                                                        stats.sums)))
         finally:
             if previous != -1:
                 self._pin.restore(previous)
         data_loss, penalty, correct, norm, updated = plan.result.tolist()
         if updated == step.BAD_LABELS:
             raise label_range_error(X.shape[0], plan.n_outputs)
+        if stats is not None:
+            stats.rows += X.shape[0]
         if has_labels:
             correct = float(correct) if weighted else int(correct)
         else:

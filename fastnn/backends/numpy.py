@@ -13,8 +13,9 @@ import numpy as np
 
 from fastnn.activations import LEAKY_RELU_SLOPE
 from fastnn.backends.base import Backend
-from fastnn.backends.plan import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD, LayerPlan,
-                                  StepPlan, TrainStep, UpdateRule, head_loss, label_range_error)
+from fastnn.backends.plan import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD,
+                                  ActivationStats, LayerPlan, StepPlan, TrainStep, UpdateRule,
+                                  head_loss, label_range_error)
 
 
 @functools.cache
@@ -316,10 +317,12 @@ class NumpyBackend(Backend):
         return plan.layers[-1].out
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
-                   max_grad_norm=None):
+                   max_grad_norm=None, stats=None):
         if y.ndim == 1 and y.shape[0] and (y.min() < 0 or y.max() >= plan.n_outputs):
             raise label_range_error(y.shape[0], plan.n_outputs)
         self._forward(plan, X, training)
+        if stats is not None:
+            accumulate_activation_stats(plan, stats)
         data_loss = head_loss(self, plan, y, sample_weight)
         last = plan.layers[-1]
         correct = None
@@ -403,3 +406,17 @@ class NumpyBackend(Backend):
                                      layer.dout, layer.dgamma, layer.dbeta)
         self.dense_backward(inp, layer.W, layer.linear, layer.dout, "identity", layer.dW, layer.db,
                             dX, None)
+
+
+def accumulate_activation_stats(plan: StepPlan, stats: ActivationStats) -> None:
+    """Add the hidden layers' outputs of the plan's last forward pass to ``stats``, as
+    :class:`~fastnn.backends.plan.ActivationStats` defines it (thresholds in the outputs' dtype)."""
+    for i, layer in enumerate(plan.layers[:-1]):
+        Y = layer.out
+        active_above, low, high = (Y.dtype.type(v) for v in stats.bands[i])
+        active, saturated, sums, sums_sq = stats.layer(i)
+        active += np.count_nonzero(Y > active_above, axis=0).astype(np.int32)
+        saturated += np.count_nonzero((Y < low) | (Y > high), axis=0).astype(np.int32)
+        sums += Y.sum(axis=0, dtype=np.float64)
+        sums_sq += np.square(Y, dtype=np.float64).sum(axis=0)
+    stats.rows += plan.n

@@ -1,4 +1,5 @@
-"""What a whole training step needs, laid out once: :class:`StepPlan`, :class:`UpdateRule`, :class:`TrainStep`.
+"""What a whole training step needs, laid out once: :class:`StepPlan`, :class:`UpdateRule`,
+:class:`TrainStep`, and what it may accumulate: :class:`ActivationStats`.
 
 The backend's coarse operations :meth:`~fastnn.backends.base.Backend.train_step` (forward, loss,
 backward, L2, clipping and the optimizer update of one batch) and
@@ -20,6 +21,10 @@ layers' dropout draws are one contiguous block of it (``uniforms``), filled by o
 An :class:`UpdateRule` is an optimizer's next step as plain numbers: which rule, the step's
 coefficients (learning rate, bias corrections, …, computed by :mod:`fastnn.optim` in float64) and
 its state buffers; a backend applies it without knowing optimizer classes.
+
+:class:`ActivationStats` are per-unit accumulators of the hidden layers' outputs (activity,
+saturation, sums) that a training step adds to when given, for the training diagnostics: one
+object per model and training run, shared by the plans of every batch size.
 """
 
 from __future__ import annotations
@@ -55,8 +60,10 @@ RULE_NAMES = {NO_UPDATE: "none", RULE_SGD: "sgd", RULE_RMSPROP: "rmsprop", RULE_
 (COL_D, COL_H, COL_W, COL_B, COL_ACT, COL_OUT, COL_PREACT, COL_DOUT, COL_DROPPED, COL_MASK,
  COL_UNIFORM, COL_NORM, COL_LINEAR, COL_MEAN, COL_INV_STD, COL_GAMMA, COL_BETA, COL_RUNNING) = range(18)
 N_COLUMNS = 18
-#: Entries of :attr:`StepPlan.head_table`.
-HEAD_KIND, HEAD_PROBS, HEAD_TARGETS = range(3)
+#: Entries of :attr:`StepPlan.head_table`: the head's kind, the offsets of its probs / targets
+#: buffers in ``flat``, and the offset of the activation statistics' (2, max H) scratch rows.
+HEAD_KIND, HEAD_PROBS, HEAD_TARGETS, HEAD_STATS_SCRATCH = range(4)
+N_HEAD_ENTRIES = 4
 
 
 class TrainStep(NamedTuple):
@@ -95,6 +102,60 @@ class UpdateRule(NamedTuple):
     kind: int
     coefficients: np.ndarray
     buffers: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class ActivationStats:
+    """Per-unit statistics of the hidden layers' outputs, accumulated by training steps.
+
+    What :class:`fastnn.diagnostics.LayerHealth` reads (dead ReLU units, saturated sigmoid/tanh
+    units, the outputs' mean and spread). A model whose :attr:`fastnn.FFNN.activation_stats` is one
+    of these passes it to every training-mode :meth:`~fastnn.backends.base.Backend.train_step`,
+    and the step adds to it while each layer's output is fresh (in the Numba backend's compiled
+    step, right after the layer's forward pass, while the output is still in cache: no second pass
+    over the outputs and no Python call per layer). For hidden layer i (from 0) with width H_i,
+    its units are the columns ``o_i + j`` (``o_i = H_0 + … + H_{i-1}``, ``0 <= j < H_i``); for
+    the layer's (N, H_i) output Y (after the activation, before dropout) and every unit j:
+
+    * ``counts[0, o_i + j] += #{r : Y[r, j] > bands[i, 0]}`` (rows on which the unit was active);
+    * ``counts[1, o_i + j] += #{r : Y[r, j] < bands[i, 1] or Y[r, j] > bands[i, 2]}`` (rows on
+      which it was saturated);
+    * ``sums[0, o_i + j] += Σ_r Y[r, j]`` and ``sums[1, o_i + j] += Σ_r Y[r, j]²``;
+    * ``rows += N``.
+
+    The thresholds are compared in Y's dtype. A band of ``inf`` (activity) or ``(-inf, inf)``
+    (saturation) can hold no row: its count stays 0 and the compiled step skips it.
+
+    Attributes
+    ----------
+    widths : the hidden layers' widths H_i. bands : (L-1, 3) float64, each hidden layer's
+    ``(active_above, saturated_below, saturated_above)``. counts : (2, ΣH) int32 (at most 2³¹ − 1
+    rows between two :meth:`reset` calls). sums : (2, ΣH) float64. rows : int.
+    """
+
+    def __init__(self, widths, bands):
+        self.widths = tuple(int(h) for h in widths)
+        self.bands = np.array(bands, dtype=np.float64).reshape(len(self.widths), 3)
+        if np.isnan(self.bands).any():
+            raise ValueError("ActivationStats bands must not hold NaN.")
+        total = sum(self.widths)
+        self.counts = np.zeros((2, total), dtype=np.int32)
+        self.sums = np.zeros((2, total), dtype=np.float64)
+        self.rows = 0
+
+    def reset(self) -> None:
+        """Zero every accumulator (e.g. at the start of an epoch)."""
+        self.counts.fill(0)
+        self.sums.fill(0.0)
+        self.rows = 0
+
+    def layer(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Hidden layer ``i``'s ``(active, saturated, sums, sums_sq)``: (H_i,) views of the arrays."""
+        start = sum(self.widths[:i])
+        cols = slice(start, start + self.widths[i])
+        return self.counts[0, cols], self.counts[1, cols], self.sums[0, cols], self.sums[1, cols]
+
+    def __repr__(self) -> str:
+        return f"ActivationStats(widths={self.widths}, rows={self.rows})"
 
 
 @dataclass
@@ -157,7 +218,8 @@ class StepPlan:
     ``flat``; empty without dropout).
     flat : the one work buffer every (n, ·) array above is a view of.
     table : (L, N_COLUMNS) int64 offsets (see the ``COL_*`` constants); rates : (L,) float64
-    dropout rates; head_table : (3,) int64 head kind and the probs / targets offsets in ``flat``;
+    dropout rates; head_table : (4,) int64 head kind, the probs / targets offsets in ``flat`` and
+    the offset of the (2, max H) scratch rows of the activation statistics (:class:`ActivationStats`);
     result : (5,) float64 the compiled step writes its report into.
     """
 
@@ -312,6 +374,7 @@ def build_plan(model, n: int) -> StepPlan:
                 running_off += h
     C = widths[-1]
     probs_off, targets_off = alloc.take((n, C)), alloc.take((n, C))
+    scratch_off = alloc.take((2, max(widths)))
     alloc.flat = np.zeros(max(alloc.size, 1), dtype=model.dtype)
 
     def buffer(offset, shape):
@@ -345,5 +408,5 @@ def build_plan(model, n: int) -> StepPlan:
         running_var=model.running_var, probs=alloc.view(probs_off, (n, C)),
         targets=alloc.view(targets_off, (n, C)), uniforms=alloc.flat[:n_uniform], flat=alloc.flat,
         table=table, rates=np.asarray(rates, dtype=np.float64),
-        head_table=np.array([head, probs_off, targets_off], dtype=np.int64),
+        head_table=np.array([head, probs_off, targets_off, scratch_off], dtype=np.int64),
         result=np.zeros(5, dtype=np.float64))
