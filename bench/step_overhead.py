@@ -41,7 +41,7 @@ def measure(steps: int = 2000, repeats: int = 5, batch: int = 16) -> dict:
     no_targets, no_weights = np.empty((0, 0), xb.dtype), np.empty(0, xb.dtype)  # unused slots
     args = (xb, yb, True, no_targets, False, no_weights, False, float(batch), True, 0.0, kind,
             coefficients, *step.RULE_SWITCHES[kind], *buffers, backend.setup.gemm[xb.dtype],
-            *plan.kernel_args)
+            *plan.kernel_args, *backend._no_stats)
 
     def calls():
         for _ in range(steps):
