@@ -1,14 +1,21 @@
-"""Compiling a run's evaluation kernels in a helper process while the run compiles its training step.
+"""Compiling part of a run's kernels in a helper process while the run compiles its training step.
 
-On an empty Numba cache a run's warm-up (:func:`fastnn.compilation.warm_up`) compiles for ~10 s
-on the 2-core Intel Xeon VM, all of it on one core: Numba compiles in the calling thread. The
-training step is one kernel that only the run can compile (its callees are compiled while it is
-typed), but the kernels of evaluation and data loading are dispatchers of their own, compiled
-after the step: the inference forward pass, the loss, softmax and the pixel normalisation
-(~1.3 s together). So when the warm-up's first compilation starts, :func:`start` launches a
-helper process that builds the run's model and evaluates it on synthetic rows
-(:func:`fastnn.compilation.compile_evaluation`), niced, on another core; by the time the step is compiled, Numba's
-cache holds those kernels and the run loads them instead of compiling them.
+On an empty Numba cache a run's warm-up (:func:`fastnn.compilation.warm_up`) compiles for several
+seconds, and Numba compiles in the calling thread: one core. Two kinds of work can move to the
+other core:
+
+* the backward-and-update part of the one-call training step
+  (:func:`fastnn.kernels.step._backward_and_update`, ~2.7 s of the step's ~7.5 s on the 2-core
+  Intel Xeon VM of 2026-12-06). The step reaches it after its forward pass and loss (~4 s of
+  compiling), and its argument types follow from the step's own
+  (:func:`fastnn.kernels.step.backward_signature`), so the helper compiles it into the shared
+  cache first and the step then loads it instead of compiling it;
+* the kernels of evaluation and data loading (the inference forward pass, the loss, softmax, the
+  pixel normalisation; ~1.3 s), which the run needs after its step.
+
+So when the warm-up's first compilation starts, :func:`start` launches a helper process that builds
+the run's model and does both (:func:`fastnn.compilation.compile_alongside`), niced, on another
+core.
 
 The helper is a head start and nothing more: whatever it has not cached when the run needs it,
 the run compiles itself, and Numba writes its cache files atomically, so neither process ever
@@ -34,8 +41,8 @@ if TYPE_CHECKING:
 ENV_VAR = "FASTNN_BACKGROUND_COMPILE"
 NICENESS = 10
 """The helper only uses CPU time the run leaves idle (the run compiles on one core)."""
-_HELPER_MAIN = ("import sys; del sys.path[0]; from fastnn.compilation import compile_evaluation_main; "
-                "compile_evaluation_main()")
+_HELPER_MAIN = ("import sys; del sys.path[0]; from fastnn.compilation import compile_alongside_main; "
+                "compile_alongside_main()")
 _helpers: list[subprocess.Popen] = []
 
 

@@ -11,8 +11,8 @@ compiling (seconds per kernel). This module makes that visible and schedulable:
   compiling anything (:data:`CORE_KERNELS` must all have a cached signature of that dtype).
 * :func:`warm_up`: run what a training run compiles (the run's own model, optimizer, batch size,
   loss, options and dtype, two steps and an evaluation on synthetic data) ahead of the run, with
-  a progress line while Numba compiles, and a helper process compiling the evaluation kernels
-  meanwhile (:mod:`fastnn.background_compile`). On a warm cache it loads the cached kernels
+  a progress line while Numba compiles, and a helper process compiling the step's backward pass
+  and the evaluation kernels meanwhile (:mod:`fastnn.background_compile`). On a warm cache it loads the cached kernels
   (which the run would do anyway) and reports nothing.
 
 Compiling is detected through Numba's ``numba:compile`` event, which fires on cache misses only,
@@ -255,7 +255,8 @@ class _ProgressLine:
 class WarmupResult:
     """What :func:`warm_up` did: ``compiled`` the fastnn functions Numba compiled (empty when the
     cache was warm), ``seconds`` its wall time, ``dtype`` the run's dtype, ``background`` whether
-    it started the helper compiling the evaluation kernels (:mod:`fastnn.background_compile`)."""
+    it started the helper compiling the step's backward pass and the evaluation kernels
+    (:mod:`fastnn.background_compile`)."""
 
     dtype: str
     seconds: float
@@ -314,7 +315,8 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
         nonlocal line, background
         from fastnn import background_compile
 
-        # the evaluation kernels on another core while this thread compiles the step
+        # the step's backward pass and the evaluation kernels on another core while this thread
+        # compiles the forward pass
         background = background_compile.start(config, cache_location().path) is not None
         if not progress:
             return
@@ -348,26 +350,35 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
         model.evaluate(X[rows], y[rows])
     seconds = time.perf_counter() - t0
     if line is not None:
-        alongside = "; a helper process compiles the evaluation kernels alongside" if background else ""
+        alongside = ("; a helper process compiles the backward pass and evaluation alongside"
+                     if background else "")
         line.finish(f"compiled {len(watch.compiled)} kernels for {config.dtype} in {seconds:.1f} s "
                     f"(cached for later runs{alongside})")
     return WarmupResult(config.dtype, seconds, watch.compiled, background)
 
 
-def compile_evaluation(config: "RunConfig") -> None:
-    """Compile (or load) the kernels a run of ``config`` uses outside its training step: evaluate
-    and predict with the run's model (:func:`fastnn.runner.check_config`) on
-    :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, and normalise a few uint8 pixels
-    as the dataset loader does, and (with ``config.diagnostics``) run the training diagnostics'
-    sampled-step kernels once. The model is built on a built-in dataset's shape (no data is
-    read); nothing but Numba's cache is written."""
+def compile_alongside(config: "RunConfig") -> None:
+    """Compile (or load) what a run of ``config`` can have compiled by another process: first the
+    backward-and-update part of its training step (the part the run's step reaches last;
+    :meth:`fastnn.backends.numba.NumbaBackend.compile_step_backward`), then the kernels it uses
+    outside the step: evaluate and predict with the run's model (:func:`fastnn.runner.check_config`)
+    on :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, normalise a few uint8 pixels as
+    the dataset loader does, and (with ``config.diagnostics``) run the training diagnostics'
+    sampled-step kernels once. The model is built on a built-in dataset's shape (no data is read);
+    nothing but Numba's cache is written."""
     import numpy as np
 
     from fastnn.data.normalize import normalize_rows
     from fastnn.runner import check_config
 
-    model, _ = check_config(config)
+    model, optimizer = check_config(config)
+    batch = min(config.batch_size, EVALUATION_ROWS)
     X, y = synthetic_data(config, model, None, EVALUATION_ROWS)
+    stats = None
+    if config.diagnostics:  # the step's argument types with and without statistics are the same
+        stats = model.new_activation_stats(np.zeros((len(model.layer_sizes) - 2, 3)))
+    model.backend.compile_step_backward(model.plan(batch), X[:batch], y[:batch], None, True,
+                                        optimizer.next_rule(), config.clip_grad_norm, stats)
     model.evaluate(X, y)
     model.predict_proba(X)
     pixels = np.zeros((2, model.layer_sizes[0]), np.uint8)  # the loader's kernel, same types
@@ -382,9 +393,9 @@ def compile_evaluation(config: "RunConfig") -> None:
         gradient_and_distance_kernel(weights, weights, weights)
 
 
-def compile_evaluation_main() -> None:
+def compile_alongside_main() -> None:
     """The background compiler's process (:mod:`fastnn.background_compile`): a
-    :class:`~fastnn.config.RunConfig` as JSON on stdin, then :func:`compile_evaluation` at low
+    :class:`~fastnn.config.RunConfig` as JSON on stdin, then :func:`compile_alongside` at low
     priority. Exits 0, or 1 without a word on any error."""
     import json
     import signal
@@ -398,6 +409,6 @@ def compile_evaluation_main() -> None:
         from fastnn.config import RunConfig
 
         config = RunConfig.from_dict(json.loads(sys.stdin.read()), source="background compile")
-        compile_evaluation(config)
+        compile_alongside(config)
     except Exception:  # noqa: BLE001  (a head start that failed: the run compiles it itself)
         sys.exit(1)

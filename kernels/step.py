@@ -48,6 +48,7 @@ rules are elementwise, so both orders give bit-identical parameters.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from fastnn.kernels import kernel
@@ -161,7 +162,7 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
     N = X.shape[0]
     L = table.shape[0]
     in_off = -1
-    unit = 0
+    unit = int(0)  # int(): a literal 0 would compile _hidden_stats a second time, for Literal[int](0)
     for l in range(L):
         if l == 0:
             _dense_layer_forward(X.reshape(-1), N, l, flat, table, arena, running_mean, running_var,
@@ -342,6 +343,55 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, ba
 
 
 @kernel()
+def _backward_and_update(X, training, max_norm, kind, coefficients, sgd, rmsprop, adam, nadam, s1,
+                         s2, s3, blas, flat, table, arena, grad, l2, slope, batch_norm, layer_norm,
+                         dropout, smooth, finite):
+    """The backward pass of :func:`train_step_kernel` from the loss gradient in the last layer's
+    ``dout``: every layer's gradients into ``grad`` (with L2), clipping when ``max_norm > 0``, and
+    the update when ``kind != NO_UPDATE`` and the loss was ``finite`` (per layer while its
+    gradients are in cache without clipping; module docstring). Returns ``(Σ‖W‖², gradient norm
+    before clipping, 0.0 without clipping)``.
+
+    Every parameter but ``finite`` (a bool) is the step's own argument of that name, passed
+    unchanged, so this function's signature is known before the step is typed
+    (:func:`backward_signature`) and a helper process can compile it while the run compiles the
+    forward pass (:mod:`fastnn.background_compile`)."""
+    N = X.shape[0]
+    L = table.shape[0]
+    per_layer = kind != NO_UPDATE and max_norm <= 0.0 and finite
+    squares = 0.0
+    for l in range(L - 1, -1, -1):
+        if l == 0:
+            _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas,
+                            batch_norm, layer_norm, dropout, smooth)
+        else:
+            prev = table[l - 1, COL_DROPPED] if training and table[l - 1, COL_DROPPED] >= 0 \
+                else table[l - 1, COL_OUT]
+            D = table[l, COL_D]
+            _layer_backward(flat[prev: prev + N * D], N, l, flat, table, arena, grad, slope,
+                            training, blas, batch_norm, layer_norm, dropout, smooth)
+        w_off, D, H = table[l, COL_W], table[l, COL_D], table[l, COL_H]
+        if l2 != 0.0:
+            squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)
+        if per_layer:  # this layer's gradients are final: update it while they are in cache
+            _update_range(w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam, nadam,
+                          arena, grad, s1, s2, s3)
+            b_off = table[l, COL_B]
+            _update_range(b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam, nadam,
+                          arena, grad, s1, s2, s3)
+            if table[l, COL_NORM] != NORM_NONE:
+                g_off = table[l, COL_GAMMA]
+                _update_range(g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop, adam,
+                              nadam, arena, grad, s1, s2, s3)
+    norm = 0.0
+    if max_norm > 0.0:
+        norm = clip_grad_norm_kernel(grad, max_norm)
+    if kind != NO_UPDATE and finite and not per_layer:
+        _apply_rule(kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3)
+    return squares, norm
+
+
+@kernel()
 def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weighted, total_weight,
                       training, max_norm, kind, coefficients, sgd, rmsprop, adam, nadam, s1, s2, s3,
                       blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
@@ -409,39 +459,29 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
         correct = _count_correct(_rows(flat, table[last, COL_OUT], N, table[last, COL_H]), labels,
                                  weights, weighted)
     finite = math.isfinite(data_loss)
-    per_layer = kind != NO_UPDATE and max_norm <= 0.0 and finite
-    squares = 0.0
-    for l in range(L - 1, -1, -1):
-        if l == 0:
-            _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas,
-                            batch_norm, layer_norm, dropout, smooth)
-        else:
-            prev = table[l - 1, COL_DROPPED] if training and table[l - 1, COL_DROPPED] >= 0 \
-                else table[l - 1, COL_OUT]
-            D = table[l, COL_D]
-            _layer_backward(flat[prev: prev + N * D], N, l, flat, table, arena, grad, slope,
-                            training, blas, batch_norm, layer_norm, dropout, smooth)
-        w_off, D, H = table[l, COL_W], table[l, COL_D], table[l, COL_H]
-        if l2 != 0.0:
-            squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)
-        if per_layer:  # this layer's gradients are final: update it while they are in cache
-            _update_range(w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam, nadam,
-                          arena, grad, s1, s2, s3)
-            b_off = table[l, COL_B]
-            _update_range(b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam, nadam,
-                          arena, grad, s1, s2, s3)
-            if table[l, COL_NORM] != NORM_NONE:
-                g_off = table[l, COL_GAMMA]
-                _update_range(g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop, adam,
-                              nadam, arena, grad, s1, s2, s3)
-    norm = 0.0
-    if max_norm > 0.0:
-        norm = clip_grad_norm_kernel(grad, max_norm)
-    if kind != NO_UPDATE and finite and not per_layer:
-        _apply_rule(kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3)
+    squares, norm = _backward_and_update(X, training, max_norm, kind, coefficients, sgd, rmsprop,
+                                         adam, nadam, s1, s2, s3, blas, flat, table, arena, grad,
+                                         l2, slope, batch_norm, layer_norm, dropout, smooth, finite)
     flush_subnormals_end(mxcsr)
     result[RES_DATA_LOSS] = data_loss
     result[RES_PENALTY] = 0.5 * l2 * squares
     result[RES_CORRECT] = correct
     result[RES_GRAD_NORM] = norm
     result[RES_UPDATED] = 1.0 if kind != NO_UPDATE and finite else 0.0
+
+
+def _parameters(function) -> tuple[str, ...]:
+    return tuple(inspect.signature(getattr(function, "py_func", function)).parameters)
+
+
+def backward_signature(step_args: tuple) -> tuple:
+    """The argument types with which :func:`train_step_kernel`, called from Python with
+    ``step_args``, calls :func:`_backward_and_update`: the Numba types of its own arguments of the
+    same names (what the dispatcher gives them), and ``boolean`` for ``finite``. Compiling
+    ``_backward_and_update`` for it ahead (``_backward_and_update.compile(signature)``, in another
+    process sharing the cache) spares the step that part of its own compilation."""
+    import numba
+
+    by_name = dict(zip(_parameters(train_step_kernel), step_args))
+    return tuple(numba.types.boolean if name == "finite" else numba.typeof(by_name[name])
+                 for name in _parameters(_backward_and_update))

@@ -11,6 +11,7 @@ import textwrap
 
 import numba
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from fastnn.cli.main import main
@@ -103,12 +104,9 @@ def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing
     lines = cold["output"].splitlines()
     assert lines[0].startswith("compiling kernels for float32 (first run only, cached in ")
     assert str(tmp_path) in lines[0] and lines[-1].startswith(f"compiled {len(cold['compiled'])} kernels for float32 in ")
-    assert cold["background"] and "a helper process compiles the evaluation kernels" in lines[-1]
+    assert cold["background"] and "a helper process compiles the backward pass and evaluation" in lines[-1]
     assert cold["after"]["warm"] == ["float32"] and cold["after"]["origin"] == "NUMBA_CACHE_DIR"
     assert cold["after"]["path"].startswith(str(tmp_path))
-
-    assert _compiled_options(cold["compiled"]) == {"adam"}, \
-        "a plain Adam run compiles no normalisation, dropout, MSE head or other optimizer"
 
     warm = _warm_up(tmp_path)
     assert warm["before"] == ["float32"]
@@ -116,28 +114,57 @@ def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing
     assert not warm["background"], "nor starts a helper"
 
 
-def test_a_run_compiles_the_options_it_uses_and_no_others(tmp_path):
-    cold = _warm_up(tmp_path, normalization="batch", dropout=0.2, optimizer="sgd")
-    assert _compiled_options(cold["compiled"]) == {"batch norm", "dropout", "sgd"}
-    other = _warm_up(tmp_path, normalization="layer", loss="mse", optimizer="nadam")
-    assert _compiled_options(other["compiled"]) == {"layer norm", "mse", "nadam"}, \
-        "another combination of options compiles a variant of its own"
+AHEAD_THEN_WARM_UP = """
+    import json, os
+    os.environ["FASTNN_BACKGROUND_COMPILE"] = "0"  # the helper's work done here, before the run's
+    from fastnn.compilation import _CompileWatch, compile_alongside, warm_up
+    from fastnn.config import RunConfig
+    config = RunConfig.from_dict({"hidden": [8], "backend": "numba", "batch_size": 16,
+                                  "wandb_mode": "disabled", **OPTIONS})
+    with _CompileWatch() as ahead:
+        compile_alongside(config)
+    result = warm_up(config, progress=False)
+    print(json.dumps({"ahead": ahead.compiled, "compiled": result.compiled}))
+"""
+
+
+@pytest.mark.parametrize("options, used", [
+    ({"dtype": "float32"}, {"adam"}),
+    ({"dtype": "float32", "normalization": "batch", "dropout": 0.2, "optimizer": "sgd",
+      "clip_grad_norm": 1.0, "diagnostics": False}, {"batch norm", "dropout", "sgd"}),
+    ({"dtype": "float64", "normalization": "layer", "loss": "mse", "optimizer": "nadam"},
+     {"layer norm", "mse", "nadam"}),
+], ids=["adam", "batchnorm-dropout-sgd-clip", "layernorm-mse-nadam-float64"])
+def test_a_run_compiles_the_options_it_uses_and_the_helper_compiles_the_steps_backward(
+        tmp_path, options, used):
+    """What the background helper compiles ahead (the step's backward pass, for the argument types
+    ``fastnn.kernels.step.backward_signature`` predicts) is what the run's step calls: the run
+    then compiles its step without compiling the backward pass again. Between them, the two
+    compile the options the run uses and no others (another combination is a variant of its own)."""
+    code = f"OPTIONS = {options!r}\n" + textwrap.dedent(AHEAD_THEN_WARM_UP)
+    result = json.loads(_run(code, tmp_path).splitlines()[-1])
+    assert "fastnn.kernels.step._backward_and_update" in result["ahead"]
+    assert "fastnn.kernels.step.train_step_kernel" in result["compiled"]
+    assert "fastnn.kernels.step._backward_and_update" not in result["compiled"], \
+        "the step compiled its backward pass for other argument types than the helper predicted"
+    assert _compiled_options(result["ahead"] + result["compiled"]) == used
 
 
 BACKGROUND = """
     import json
-    from fastnn.compilation import compile_evaluation
+    from fastnn.compilation import compile_alongside
     from fastnn.compilation import cache_status
     from fastnn.config import RunConfig
-    compile_evaluation(RunConfig.from_dict({"hidden": [8], "backend": "numba", "dtype": "float32",
+    compile_alongside(RunConfig.from_dict({"hidden": [8], "backend": "numba", "dtype": "float32",
                                             "wandb_mode": "disabled"}))
     print(json.dumps(cache_status().cached))
 """
 
 
-def test_the_background_compiler_caches_the_evaluation_kernels_and_not_the_step(tmp_path):
+def test_the_background_compiler_caches_the_steps_backward_and_the_evaluation_kernels_not_the_step(
+        tmp_path):
     cached = json.loads(_run(BACKGROUND, tmp_path).splitlines()[-1])
-    for kernel_name in ("step.forward_kernel", "losses.softmax_kernel.serial",
+    for kernel_name in ("step._backward_and_update", "step.forward_kernel", "losses.softmax_kernel.serial",
                         "losses.softmax_cross_entropy_kernel.serial",
                         "diagnostics.snapshot_kernel",  # diagnostics are on by default
                         "diagnostics.gradient_and_distance_kernel"):

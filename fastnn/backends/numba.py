@@ -280,11 +280,8 @@ class NumbaBackend(NumpyBackend):
                 self._pin.restore(previous)
         return plan.layers[-1].out
 
-    def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
-                   max_grad_norm=None, stats=None):
-        if plan.activations & _COMPOSED_ACTIVATIONS:
-            return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm,
-                                      stats)
+    def _step_arguments(self, plan, X, y, sample_weight, training, update, max_grad_norm, stats):
+        """The arguments of :func:`~fastnn.kernels.step.train_step_kernel` for ``train_step``'s."""
         X, dtype = _writable(X), X.dtype
         has_labels = y.ndim == 1
         labels = _writable(y.astype(np.intp, copy=False)) if has_labels else self._no_labels
@@ -296,15 +293,39 @@ class NumbaBackend(NumpyBackend):
             kind, coefficients, buffers = NO_UPDATE, self._no_coefficients, (plan.arena,) * 3
         else:
             kind, coefficients, buffers = update
-        previous = -1 if self._pin is None else self._pin.pin(self.threads)
-        try:
-            step.train_step_kernel(
-                X, labels, has_labels, targets, not has_labels, weights, weighted, total, training,
+        return (X, labels, has_labels, targets, not has_labels, weights, weighted, total, training,
                 0.0 if max_grad_norm is None else float(max_grad_norm), kind, coefficients,
                 *step.RULE_SWITCHES[kind], buffers[0], buffers[1], buffers[2],
                 self.setup.gemm[dtype], *plan.kernel_args,
                 *(self._no_stats if stats is None else (True, stats.bands, stats.counts,
                                                         stats.sums)))
+
+    def compile_step_backward(self, plan, X, y, sample_weight=None, training=True, update=None,
+                              max_grad_norm=None, stats=None) -> bool:
+        """Compile (or load from the cache) the backward-and-update part of the one-call step that
+        ``train_step`` with these arguments would run, without running anything; False where
+        ``train_step`` would not call the compiled step (composed activations).
+
+        The step's backward pass is a kernel of its own whose argument types follow from
+        ``train_step``'s (:func:`fastnn.kernels.step.backward_signature`), so a helper process
+        can compile it into the shared cache while the run compiles the forward pass
+        (:mod:`fastnn.background_compile`); the run's step then loads it."""
+        if plan.activations & _COMPOSED_ACTIVATIONS:
+            return False
+        args = self._step_arguments(plan, X, y, sample_weight, training, update, max_grad_norm,
+                                    stats)
+        step._backward_and_update.compile(step.backward_signature(args))
+        return True
+
+    def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
+                   max_grad_norm=None, stats=None):
+        if plan.activations & _COMPOSED_ACTIVATIONS:
+            return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm,
+                                      stats)
+        previous = -1 if self._pin is None else self._pin.pin(self.threads)
+        try:
+            step.train_step_kernel(*self._step_arguments(plan, X, y, sample_weight, training,
+                                                         update, max_grad_norm, stats))
         finally:
             if previous != -1:
                 self._pin.restore(previous)
@@ -313,8 +334,8 @@ class NumbaBackend(NumpyBackend):
             raise label_range_error(X.shape[0], plan.n_outputs)
         if stats is not None:
             stats.rows += X.shape[0]
-        if has_labels:
-            correct = float(correct) if weighted else int(correct)
+        if y.ndim == 1:
+            correct = float(correct) if sample_weight is not None else int(correct)
         else:
             correct = None
         return TrainStep(data_loss + penalty, data_loss, correct,
