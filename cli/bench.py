@@ -42,6 +42,10 @@ def _csv(kind, valid):
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch peer even when torch is installed.")
 @click.option("--no-torch-in-process", is_flag=True,
               help="Time PyTorch only in its own process, not also beside fastnn in one process.")
+@click.option("--breakdown", is_flag=True,
+              help="Also time where the numba step's time goes: gemm-chain (its GEMMs alone, in "
+                   "sequence, on its own buffers) and numba-grads (the step without the "
+                   "optimizer update).")
 @click.option("--job", is_flag=True,
               help="Time whole Fashion-MNIST training jobs instead (each library in its own "
                    "process: fastnn numba, fastnn numpy, PyTorch), with test accuracy.")
@@ -58,7 +62,7 @@ def _csv(kind, valid):
 @click.pass_context
 @reports_errors
 def bench(ctx, models, backends, dtypes, batches, optimizer, min_time, rounds, no_torch,
-          no_torch_in_process, job, epochs, repeats, limit, data_dir, json_path):
+          no_torch_in_process, breakdown, job, epochs, repeats, limit, data_dir, json_path):
     """Time one training step (forward, loss, backward, optimizer) per configuration.
 
     The systems are timed interleaved, round after round (A B C A B C …), so load on a shared
@@ -67,7 +71,8 @@ def bench(ctx, models, backends, dtypes, batches, optimizer, min_time, rounds, n
     its own process, and the fraction of the GEMM-only limit (batch / the summed best time of
     the step's GEMMs alone with NumPy's BLAS, over 1-2 threads and operand layouts) reached.
     Systems: the fastnn backends, gemm-limit, torch (own process), and torch+numba / numba+torch
-    (the two in one process, torch imported first).
+    (the two in one process, torch imported first); with --breakdown also gemm-chain and
+    numba-grads.
 
     With --job: whole 5-epoch Fashion-MNIST training jobs, each library in its own process, with
     wall time, ratio to PyTorch and test accuracy.
@@ -78,7 +83,8 @@ def bench(ctx, models, backends, dtypes, batches, optimizer, min_time, rounds, n
 
     if not no_torch and not torch_available():
         click.echo(TORCH_MISSING, err=True)
-    settings = {"optimizer": optimizer, "min_time": min_time, "rounds": rounds}
+    settings = {"optimizer": optimizer, "min_time": min_time, "rounds": rounds,
+                "breakdown": breakdown}
     if job:
         from fastnn.benchmarking import (JOB_HEADER, JOB_RECIPE, JOB_SYSTEMS, accuracies_agree,
                                          format_job_row, run_job_benchmark)
@@ -106,7 +112,7 @@ def bench(ctx, models, backends, dtypes, batches, optimizer, min_time, rounds, n
         rows = run_benchmarks(models, backends, dtypes, [int(b) for b in batches],
                               optimizer=optimizer, min_time=min_time, with_torch=not no_torch,
                               rounds=rounds, torch_in_process=not no_torch_in_process,
-                              progress=click.echo)
+                              breakdown=breakdown, progress=click.echo)
         payload_rows = [r.as_dict() for r in rows]
     if json_path:
         payload = {"rows": payload_rows, "environment": environment_info(), "settings": settings}

@@ -87,6 +87,57 @@ def fastnn_step(backend: str, sizes: Sequence[int], batch: int, dtype: str,
     return step
 
 
+def _numba_model(sizes: Sequence[int], dtype: str):
+    import fastnn
+
+    return fastnn.FFNN(list(sizes), activation="relu", backend="numba", dtype=dtype, seed=0)
+
+
+def fastnn_grads_step(sizes: Sequence[int], batch: int, dtype: str,
+                      model=None) -> Callable[[], None]:
+    """The numba backend's training step without the optimizer update (``model.train_step(X, y)``:
+    forward, loss, backward into the gradient arena), cycling through a batch pool: the step less
+    the update's pass over parameters, gradients and optimizer state. ``model``: the FFNN to use
+    (default: a new ReLU network of ``sizes`` on the numba backend)."""
+    model = model if model is not None else _numba_model(sizes, dtype)
+    pool = batch_pool(sizes, batch, dtype)
+    counter = iter(range(1 << 62))
+
+    def step() -> None:
+        X, y = pool[next(counter) % POOL_BATCHES]
+        model.train_step(X, y)
+
+    return step
+
+
+def gemm_chain_step(sizes: Sequence[int], batch: int, dtype: str,
+                    model=None) -> Callable[[], None]:
+    """The step's own GEMMs and nothing else, in the step's order, on a fastnn model's own buffers
+    (its parameter and gradient arenas, its plan's work buffers), with NumPy's BLAS at its current
+    threads: ``X·W`` for every layer, then from the last layer ``dW = Xᵀ·dZ`` and ``dX = dZ·Wᵀ``
+    (not for the first), in the operand layouts the compiled step uses. Unlike the GEMM-only limit
+    (each GEMM alone, repeated on operands already in cache, at its best layout and thread count),
+    every GEMM here starts from the operands the step leaves, as in a step. Each is one
+    ``np.matmul`` call (about a microsecond of Python, which the compiled step does not pay).
+    ``model``: as for :func:`fastnn_grads_step`."""
+    model = model if model is not None else _numba_model(sizes, dtype)
+    layers = model.plan(batch).layers
+    pool = batch_pool(sizes, batch, dtype)
+    counter = iter(range(1 << 62))
+
+    def step() -> None:
+        X, _ = pool[next(counter) % POOL_BATCHES]
+        inputs = [X] + [layer.out for layer in layers[:-1]]
+        for a, layer in zip(inputs, layers):
+            np.matmul(a, layer.W, out=layer.out)
+        for i in range(len(layers) - 1, -1, -1):
+            np.matmul(inputs[i].T, layers[i].dout, out=layers[i].dW)
+            if i > 0:
+                np.matmul(layers[i].dout, layers[i].W.T, out=layers[i - 1].dout)
+
+    return step
+
+
 def torch_available() -> bool:
     """Whether PyTorch is installed (found without importing it, which would start its OpenMP)."""
     import importlib.util
@@ -391,6 +442,8 @@ def _serve() -> None:
 # fastnn bench: the table
 # ---------------------------------------------------------------------------------------------
 GEMM_LIMIT = "gemm-limit"
+GEMM_CHAIN = "gemm-chain"
+NUMBA_GRADS = "numba-grads"
 TORCH_ALONE = "torch"
 TORCH_SHARED = "torch+numba"
 """PyTorch timed in one process with fastnn's numba backend (torch imported first)."""
@@ -403,7 +456,8 @@ class BenchRow:
     """One line of the ``fastnn bench`` table.
 
     ``system``: a fastnn backend, ``torch`` (its own process), ``torch+numba`` / ``numba+torch``
-    (the two in one process, torch imported first) or ``gemm-limit``. Times are the median over
+    (the two in one process, torch imported first), ``gemm-limit``, or with ``breakdown``
+    ``gemm-chain`` / ``numba-grads`` (:func:`run_benchmarks`). Times are the median over
     the rounds, ``step_ms_low``/``step_ms_high`` the fastest and slowest round; ratios compare
     medians of the same run (``vs_torch`` against ``torch`` in its own process); ``limit`` is the
     fraction of the GEMM-only limit's throughput reached.
@@ -444,6 +498,7 @@ def rows_from_rounds(model: str, dtype: str, batch: int, rounds: dict[str, list[
 def run_benchmarks(models: Sequence[str], backends: Sequence[str], dtypes: Sequence[str],
                    batches: Sequence[int], optimizer: str = "adam", min_time: float = 0.5,
                    with_torch: bool = True, rounds: int = 5, torch_in_process: bool = True,
+                   breakdown: bool = False,
                    progress: Callable[[str], None] | None = None) -> list[BenchRow]:
     """Time a training step of every system for every configuration, interleaved.
 
@@ -452,7 +507,10 @@ def run_benchmarks(models: Sequence[str], backends: Sequence[str], dtypes: Seque
     installed, PyTorch in its own process plus, with ``torch_in_process``, PyTorch and fastnn's
     numba backend together in a second process (torch imported first). ``rounds`` rounds, each
     timing every system for ``min_time / rounds`` seconds. Returns the rows (see
-    :class:`BenchRow`); ``progress`` gets each formatted row.
+    :class:`BenchRow`); ``progress`` gets each formatted row. With ``breakdown`` (numba among
+    the backends) two more systems show where the numba step's time goes: ``gemm-chain``
+    (:func:`gemm_chain_step`: the step's GEMMs alone, in sequence) and ``numba-grads``
+    (:func:`fastnn_grads_step`: the step without the optimizer update).
     """
     rows: list[BenchRow] = []
     use_torch = with_torch and torch_available()
@@ -467,6 +525,13 @@ def run_benchmarks(models: Sequence[str], backends: Sequence[str], dtypes: Seque
                         step()
                     systems[backend] = (lambda seconds, step=step: block_median(step, seconds))
                 systems[GEMM_LIMIT] = GemmLimit(sizes, batch, dtype)
+                if breakdown and "numba" in backends:
+                    for name, build in ((GEMM_CHAIN, gemm_chain_step),
+                                        (NUMBA_GRADS, fastnn_grads_step)):
+                        part = build(sizes, batch, dtype)
+                        for _ in range(3):
+                            part()
+                        systems[name] = (lambda seconds, part=part: block_median(part, seconds))
                 workers = []
                 try:
                     if use_torch:
@@ -516,13 +581,16 @@ JOB_SYSTEMS = ("numba", "numpy", "torch")
 JOB_RECIPE = {"hidden": (256, 128), "lr": 1e-3, "optimizer": "adam", "dtype": "float32", "seed": 0}
 """The job's recipe, the same for every library: a 784-256-128-10 ReLU MLP with a softmax
 cross-entropy head, Adam (lr 1e-3, torch's defaults otherwise), float32, Fashion-MNIST
-standardised by fastnn's loader, reshuffled every epoch, no validation split."""
+standardised by fastnn's loader, reshuffled every epoch, no validation split. ``seed`` is the first
+repeat's; repeat ``r`` uses ``seed + r`` (:func:`run_job_benchmark`), so the median test accuracy
+is over as many initialisations as repeats: each library initialises in its own way (PyTorch's
+uniform Kaiming, fastnn's He normal), and one seed's accuracy moves by about half a point."""
 
 
 def job_in_this_process(system: str, batch: int, epochs: int, limit: int | None = None,
-                        data_dir: str | None = None) -> dict:
-    """Train the :data:`JOB_RECIPE` job with one library in this process; returns
-    ``{"system", "batch", "epochs", "seconds", "accuracy"}``. ``seconds`` is the training wall
+                        data_dir: str | None = None, seed: int = JOB_RECIPE["seed"]) -> dict:
+    """Train the :data:`JOB_RECIPE` job with one library in this process, seeded with ``seed``;
+    returns ``{"system", "batch", "epochs", "seconds", "accuracy", "seed"}``. ``seconds`` is the training wall
     time only (the data are loaded into memory first); ``accuracy`` is on the test split."""
     from fastnn.data import load_dataset
 
@@ -534,7 +602,7 @@ def job_in_this_process(system: str, batch: int, epochs: int, limit: int | None 
     if system == "torch":
         import torch
 
-        torch.manual_seed(JOB_RECIPE["seed"])
+        torch.manual_seed(seed)
         layers: list = []
         for i, (d, h) in enumerate(layer_shapes(sizes)):
             layers.append(torch.nn.Linear(d, h))
@@ -544,7 +612,7 @@ def job_in_this_process(system: str, batch: int, epochs: int, limit: int | None 
         opt = torch.optim.Adam(net.parameters(), lr=JOB_RECIPE["lr"])
         loss_fn = torch.nn.CrossEntropyLoss()
         Xg, yg = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
-        gen = torch.Generator().manual_seed(JOB_RECIPE["seed"])
+        gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
         for _ in range(epochs):
             order = torch.randperm(X.shape[0], generator=gen)
@@ -560,7 +628,7 @@ def job_in_this_process(system: str, batch: int, epochs: int, limit: int | None 
         import fastnn
 
         model = fastnn.FFNN(sizes, activation="relu", backend=system, dtype=JOB_RECIPE["dtype"],
-                            seed=JOB_RECIPE["seed"])
+                            seed=seed)
         opt = fastnn.optim.get_optimizer(JOB_RECIPE["optimizer"], model, lr=JOB_RECIPE["lr"])
         warm = fastnn.FFNN(sizes, activation="relu", backend=system, dtype=JOB_RECIPE["dtype"])
         warm.fit(X[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch, optimizer="adam")  # untimed
@@ -569,18 +637,19 @@ def job_in_this_process(system: str, batch: int, epochs: int, limit: int | None 
         seconds = time.perf_counter() - t0
         accuracy = float((model.predict(Xt) == yt).mean())
     return {"system": system, "batch": batch, "epochs": epochs, "seconds": seconds,
-            "accuracy": accuracy, "n_train": int(X.shape[0])}
+            "accuracy": accuracy, "n_train": int(X.shape[0]), "seed": seed}
 
 
 def job_in_subprocess(system: str, batch: int, epochs: int, limit: int | None = None,
-                      data_dir: str | None = None, timeout: float = 3600) -> dict:
+                      data_dir: str | None = None, seed: int = JOB_RECIPE["seed"],
+                      timeout: float = 3600) -> dict:
     """:func:`job_in_this_process` in a fresh Python process (each library alone)."""
     import json
     import subprocess
     import sys
 
     args = json.dumps({"system": system, "batch": batch, "epochs": epochs, "limit": limit,
-                       "data_dir": data_dir})
+                       "data_dir": data_dir, "seed": seed})
     proc = subprocess.run([sys.executable, "-m", "fastnn.benchmarking", "job", args],
                           capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
@@ -641,12 +710,14 @@ def run_job_benchmark(systems: Sequence[str] = JOB_SYSTEMS, batches: Sequence[in
                       progress: Callable[[str], None] | None = None,
                       runner: Callable[..., dict] = job_in_subprocess) -> list[JobRow]:
     """Whole training jobs, each in its own process, repeats interleaved: for every repeat, every
-    batch size, every system in turn (numba numpy torch numba numpy torch …)."""
+    batch size, every system in turn (numba numpy torch numba numpy torch …). Repeat ``r`` seeds
+    every library with ``JOB_RECIPE["seed"] + r``."""
     results = []
     for repeat in range(repeats):
         for batch in batches:
             for system in systems:
-                r = runner(system, batch, epochs, limit=limit, data_dir=data_dir)
+                r = runner(system, batch, epochs, limit=limit, data_dir=data_dir,
+                           seed=JOB_RECIPE["seed"] + repeat)
                 results.append(r)
                 if progress:
                     progress(f"repeat {repeat + 1}/{repeats}  batch {batch:>4}  {system:<6} "
@@ -673,7 +744,7 @@ def _main(argv: Sequence[str]) -> None:
     elif argv[:1] == ["job"]:
         a = json.loads(argv[1])
         print(json.dumps(job_in_this_process(a["system"], a["batch"], a["epochs"], a.get("limit"),
-                                             a.get("data_dir"))))
+                                             a.get("data_dir"), a.get("seed", JOB_RECIPE["seed"]))))
     else:
         raise SystemExit("usage: python -m fastnn.benchmarking worker | job JSON")
 

@@ -152,6 +152,49 @@ def test_bench_command_writes_json(tmp_path):
     assert "thread_pools" in data["environment"] and "kernel_cache" in data["environment"]
 
 
+def test_breakdown_parts_compute_what_they_say():
+    """gemm-chain leaves the step's products in the model's buffers (checked against NumPy on the
+    same operands); numba-grads fills the gradient arena and updates nothing."""
+    import fastnn
+
+    sizes, batch = (12, 8, 6, 3), 5
+    model = fastnn.FFNN(list(sizes), backend="numba", dtype="float64", seed=0)
+    chain = bm.gemm_chain_step(sizes, batch, "float64", model)
+    layers = model.plan(batch).layers
+    X = bm.batch_pool(sizes, batch, "float64")[0][0]
+    for layer in layers:
+        layer.dout[...] = np.random.default_rng(1).standard_normal(layer.dout.shape)
+    douts_before = [layer.dout.copy() for layer in layers]
+    chain()
+    a = X
+    for layer in layers:
+        np.testing.assert_allclose(layer.out, a @ layer.W, rtol=1e-12)
+        a = layer.out
+    inputs = [X] + [layer.out for layer in layers[:-1]]
+    np.testing.assert_allclose(layers[-1].dW, inputs[-1].T @ douts_before[-1], rtol=1e-12)
+    for i in range(len(layers) - 1, 0, -1):  # each dX overwrites the previous layer's dout
+        np.testing.assert_allclose(layers[i - 1].dout, layers[i].dout @ layers[i].W.T, rtol=1e-12)
+        np.testing.assert_allclose(layers[i - 1].dW, inputs[i - 1].T @ layers[i - 1].dout,
+                                   rtol=1e-12)
+
+    model = fastnn.FFNN(list(sizes), backend="numba", dtype="float32", seed=0)
+    grads = bm.fastnn_grads_step(sizes, batch, "float32", model)
+    before = model.arena.copy()
+    model.grad_arena[...] = 0.0
+    grads()
+    assert np.abs(model.grad_arena).sum() > 0.0, "the gradients were computed"
+    np.testing.assert_array_equal(model.arena, before)
+
+
+def test_run_benchmarks_breakdown_rows():
+    rows = run_benchmarks(["784-256-128-10"], ["numba"], ["float32"], [32], min_time=0.04,
+                          rounds=2, with_torch=False, breakdown=True)
+    by_system = {r.system: r for r in rows}
+    assert set(by_system) == {"numba", GEMM_LIMIT, bm.GEMM_CHAIN, bm.NUMBA_GRADS}
+    for r in rows:
+        assert r.limit == pytest.approx(by_system[GEMM_LIMIT].step_ms / r.step_ms)
+
+
 def test_bench_command_rejects_unknown_values():
     result = CliRunner().invoke(main, ["bench", "--batch", "7"])
     assert result.exit_code == 2 and "must be a comma-separated list" in result.output
@@ -163,14 +206,15 @@ def test_bench_command_rejects_unknown_values():
 def test_job_benchmark_interleaves_repeats_and_compares_to_torch():
     calls = []
 
-    def runner(system, batch, epochs, limit=None, data_dir=None):
-        calls.append((system, batch))
+    def runner(system, batch, epochs, limit=None, data_dir=None, seed=0):
+        calls.append((system, batch, seed))
         seconds = {"numba": 1.0, "numpy": 2.0, "torch": 4.0}[system] * (1 + 0.1 * len(calls) % 3)
         return {"system": system, "batch": batch, "epochs": epochs, "seconds": seconds,
                 "accuracy": {"numba": 0.850, "numpy": 0.852, "torch": 0.848}[system]}
 
     rows = bm.run_job_benchmark(["numba", "numpy", "torch"], [128, 32], epochs=2, repeats=2, runner=runner)
-    assert calls == [(s, b) for _ in range(2) for b in (128, 32) for s in ("numba", "numpy", "torch")]
+    assert calls == [(s, b, r) for r in range(2) for b in (128, 32) for s in ("numba", "numpy", "torch")], \
+        "repeats interleaved, each with a seed of its own"
     by = {(r.system, r.batch): r for r in rows}
     assert by[("torch", 128)].vs_torch == 1.0
     assert by[("numba", 32)].vs_torch == pytest.approx(by[("torch", 32)].seconds / by[("numba", 32)].seconds)
