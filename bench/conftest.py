@@ -17,6 +17,16 @@ with contextlib.suppress(ImportError):
     import torch  # noqa: F401
 
 
+@pytest.fixture(autouse=True)
+def _no_idle_second_thread():
+    """End the numba backend's second threads after each benchmark, so that none waits, spinning,
+    beside the next one (fastnn.backends.pair)."""
+    yield
+    from fastnn.backends.pair import stop_workers
+
+    stop_workers()
+
+
 @pytest.fixture
 def roofline(benchmark):
     """``roofline(sizes, batch, dtype, samples_per_call)`` records in extra_info the BLAS-only time

@@ -24,6 +24,7 @@ import numpy as np
 def measure(steps: int = 2000, repeats: int = 5, batch: int = 16) -> dict:
     """``{"fit_us", "compiled_call_us", "python_us", "steps", "batch"}`` (µs per step)."""
     import fastnn
+    from fastnn.backends.pair import step_pair
     from fastnn.kernels import step
     from fastnn.training import Trainer
 
@@ -40,9 +41,10 @@ def measure(steps: int = 2000, repeats: int = 5, batch: int = 16) -> dict:
     xb, yb = X[:batch].copy(), y[:batch].copy()
     no_targets, no_weights = np.empty((0, 0), xb.dtype), np.empty(0, xb.dtype)  # unused slots
     no_stats = (False, np.zeros((0, 3)), np.zeros((2, 0), np.int32), np.zeros((2, 0)))  # off
+    pair = step_pair(backend.setup, xb.dtype)  # the second thread's mailbox, as fit passes it
     args = (xb, yb, True, no_targets, False, no_weights, False, float(batch), True, 0.0, kind,
             coefficients, *step.RULE_SWITCHES[kind], *buffers, backend.setup.gemm[xb.dtype],
-            *plan.kernel_args, *no_stats)
+            *plan.kernel_args, *no_stats, None if pair is None else pair.box)
 
     def calls():
         for _ in range(steps):

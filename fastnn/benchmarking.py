@@ -245,11 +245,16 @@ def interleave(systems: dict[str, Callable[[float], float]], rounds: int,
 
     ``systems`` maps a name to ``time_block(seconds) -> seconds per step`` (the median of one
     block, e.g. :func:`block_median` bound to a step function, or a round run in a worker
-    process). ``settle``: seconds to idle before each block. Returns each system's per-round
-    medians, in round order.
+    process). ``settle``: seconds to idle before each block. Before each block the numba
+    backend's second threads of this process end (:func:`fastnn.backends.pair.stop_workers`):
+    one would otherwise wait, spinning, beside the next system; the numba system's first step
+    starts its own again. Returns each system's per-round medians, in round order.
     """
+    from fastnn.backends.pair import stop_workers
+
     results: dict[str, list[float]] = {name: [] for name in systems}
     for _, name in interleaved_order(list(systems), rounds):
+        stop_workers()
         if settle > 0:
             time.sleep(settle)
         results[name].append(float(systems[name](seconds_per_round)))

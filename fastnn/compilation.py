@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastnn.config import RunConfig
 
-KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "fpmode", "images", "losses",
-                  "normalization", "optimizers", "regularisation", "rows", "step")
+KERNEL_MODULES = ("activations", "atomics", "blas", "dense", "diagnostics", "fpmode", "images",
+                  "losses", "normalization", "optimizers", "pair", "regularisation", "rows", "step")
 """The modules of :mod:`fastnn.kernels` whose dispatchers are cached."""
 
 EVALUATION_ROWS = 1024
@@ -359,8 +359,9 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
 
 def compile_alongside(config: "RunConfig") -> None:
     """Compile (or load) what a run of ``config`` can have compiled by another process: first the
-    backward-and-update part of its training step (the part the run's step reaches last;
-    :meth:`fastnn.backends.numba.NumbaBackend.compile_step_backward`), then the kernels it uses
+    backward-and-update part of its training step (the part the run's step reaches last) and the
+    loop of the step's second thread (:meth:`fastnn.backends.numba.NumbaBackend.compile_step_parts`),
+    then the kernels it uses
     outside the step: evaluate and predict with the run's model (:func:`fastnn.runner.check_config`)
     on :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, normalise a few uint8 pixels as
     the dataset loader does, and (with ``config.diagnostics``) run the training diagnostics'
@@ -377,8 +378,8 @@ def compile_alongside(config: "RunConfig") -> None:
     stats = None
     if config.diagnostics:  # the step's argument types with and without statistics are the same
         stats = model.new_activation_stats(np.zeros((len(model.layer_sizes) - 2, 3)))
-    model.backend.compile_step_backward(model.plan(batch), X[:batch], y[:batch], None, True,
-                                        optimizer.next_rule(), config.clip_grad_norm, stats)
+    model.backend.compile_step_parts(model.plan(batch), X[:batch], y[:batch], None, True,
+                                     optimizer.next_rule(), config.clip_grad_norm, stats)
     model.evaluate(X, y)
     model.predict_proba(X)
     pixels = np.zeros((2, model.layer_sizes[0]), np.uint8)  # the loader's kernel, same types

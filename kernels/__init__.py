@@ -9,8 +9,10 @@ Modules, by concern: :mod:`~fastnn.kernels.blas` (the GEMM, NumPy's BLAS called 
 :mod:`~fastnn.kernels.normalization` (batch and layer norm),
 :mod:`~fastnn.kernels.fpmode` (flush-to-zero for a kernel's own work),
 :mod:`~fastnn.kernels.images` (image shifts and flips), :mod:`~fastnn.kernels.rows` (row
-gathering) and :mod:`~fastnn.kernels.step` (the whole training step and inference as single calls,
-composed of the others' serial building blocks).
+gathering), :mod:`~fastnn.kernels.atomics` (atomic operations and C calls by address),
+:mod:`~fastnn.kernels.pair` (the step's work shared with a second thread) and
+:mod:`~fastnn.kernels.step` (the whole training step and inference as single calls, composed of
+the others' serial building blocks).
 
 Parallel kernels are the ``*_kernel`` functions declared with ``kernel(parallel=True)``; each has
 exactly one parallel region, the ``prange`` over ``nthreads`` blocks, taken only when

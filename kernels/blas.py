@@ -25,6 +25,39 @@ from numba.extending import intrinsic
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 
 
+def _cblas_gemm_codegen(int_bits, by_address):
+    """The code of a ``cblas_?gemm`` call at a runtime address with ``int_bits`` integers: CBLAS
+    transpose enums, alpha = 1, beta = 0; the matrices are arrays (their data pointers are passed)
+    or, ``by_address``, int64 addresses with the dtype taken from the 13th argument."""
+
+    def codegen(context, builder, signature, args):
+        address_, ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args[:12]
+        atys = signature.args
+        real = context.get_value_type(atys[12 if by_address else 10].dtype)
+        integer, enum, ptr = ir.IntType(int_bits), ir.IntType(32), real.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [enum, enum, enum, integer, integer, integer, real,
+                                               ptr, integer, ptr, integer, real, ptr, integer])
+        fn = builder.inttoptr(address_, fnty.as_pointer())
+
+        def data(value, aryty):
+            if by_address:
+                return builder.inttoptr(value, ptr)
+            array = cgutils.create_struct_proxy(aryty)(context, builder, value=value)
+            return builder.bitcast(array.data, ptr)
+
+        def as_int(value, bits):
+            return builder.trunc(value, ir.IntType(bits)) if bits < 64 else value
+
+        builder.call(fn, [ir.Constant(enum, CBLAS_ROW_MAJOR), as_int(ta, 32), as_int(tb, 32),
+                          as_int(m_, int_bits), as_int(n_, int_bits), as_int(k_, int_bits),
+                          ir.Constant(real, 1.0), data(a_, atys[6]), as_int(lda_, int_bits),
+                          data(b_, atys[8]), as_int(ldb_, int_bits), ir.Constant(real, 0.0),
+                          data(c_, atys[10]), as_int(ldc_, int_bits)])
+        return context.get_dummy_value()
+
+    return codegen
+
+
 def _cblas_gemm_intrinsic(int_bits):
     """Build an intrinsic calling ``cblas_?gemm`` at a runtime address with ``int_bits`` integers.
 
@@ -36,37 +69,28 @@ def _cblas_gemm_intrinsic(int_bits):
     @intrinsic
     def cblas_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
         sig = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
-
-        def codegen(context, builder, signature, args):
-            address_, ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
-            real = context.get_value_type(signature.args[10].dtype)
-            integer, enum, ptr = ir.IntType(int_bits), ir.IntType(32), real.as_pointer()
-            fnty = ir.FunctionType(ir.VoidType(), [enum, enum, enum, integer, integer, integer, real,
-                                                   ptr, integer, ptr, integer, real, ptr, integer])
-            fn = builder.inttoptr(address_, fnty.as_pointer())
-
-            def data(value, aryty):
-                array = cgutils.create_struct_proxy(aryty)(context, builder, value=value)
-                return builder.bitcast(array.data, ptr)
-
-            def as_int(value, bits):
-                return builder.trunc(value, ir.IntType(bits)) if bits < 64 else value
-
-            atys = signature.args
-            builder.call(fn, [ir.Constant(enum, CBLAS_ROW_MAJOR), as_int(ta, 32), as_int(tb, 32),
-                              as_int(m_, int_bits), as_int(n_, int_bits), as_int(k_, int_bits),
-                              ir.Constant(real, 1.0), data(a_, atys[6]), as_int(lda_, int_bits),
-                              data(b_, atys[8]), as_int(ldb_, int_bits), ir.Constant(real, 0.0),
-                              data(c_, atys[10]), as_int(ldc_, int_bits)])
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return sig, _cblas_gemm_codegen(int_bits, by_address=False)
 
     return cblas_gemm
 
 
+def _cblas_gemm_at_intrinsic(int_bits):
+    """As :func:`_cblas_gemm_intrinsic`, with ``a``, ``b``, ``c`` given as int64 addresses and a
+    13th argument ``like``: any array of the matrices' dtype."""
+
+    @intrinsic
+    def cblas_gemm_at(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
+                      like):
+        sig = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, like)
+        return sig, _cblas_gemm_codegen(int_bits, by_address=True)
+
+    return cblas_gemm_at
+
+
 _cblas_gemm_lp64 = _cblas_gemm_intrinsic(32)
 _cblas_gemm_ilp64 = _cblas_gemm_intrinsic(64)
+_cblas_gemm_at_lp64 = _cblas_gemm_at_intrinsic(32)
+_cblas_gemm_at_ilp64 = _cblas_gemm_at_intrinsic(64)
 
 #: ``numba_xxgemm`` is the C helper behind Numba's own ``np.dot``: it calls SciPy's
 #: ``cython_blas`` ``sgemm``/``dgemm`` (column-major) and returns 0, or -1 when BLAS is missing.
@@ -155,5 +179,20 @@ def _gemm_blas_plain_flags(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, l
 
 #: The GEMM the kernels call: BLAS, or its NumPy twin when the JIT is disabled.
 gemm = _gemm_python if numba.config.DISABLE_JIT else _gemm_blas_plain_flags
+
+
+@kernel()
+def gemm_at(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, like):
+    """:func:`gemm` on matrices given by address: ``a``, ``b``, ``c`` are int64 addresses of their
+    first elements, ``like`` any array of their dtype. Only for a BLAS found by address
+    (``blas[0] != 0``; the caller checks), and only for ``m, n, k > 0``. What the second thread of
+    :mod:`fastnn.kernels.pair` runs: it is handed a GEMM as numbers, not as arrays."""
+    address, ilp64 = blas
+    ta = CBLAS_TRANS if trans_a else CBLAS_NO_TRANS
+    tb = CBLAS_TRANS if trans_b else CBLAS_NO_TRANS
+    if ilp64:
+        _cblas_gemm_at_ilp64(address, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, like)
+    else:
+        _cblas_gemm_at_lp64(address, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, like)
 
 

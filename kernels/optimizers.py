@@ -20,6 +20,9 @@ import math
 from fastnn.kernels import kernel
 from numba import prange
 
+#: Update rules of :func:`apply_rule` (``fastnn.backends.plan``'s codes; NO_UPDATE: none).
+NO_UPDATE, RULE_SGD, RULE_RMSPROP, RULE_ADAM, RULE_NADAM = range(5)
+
 
 @kernel()
 def sgd_block(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
@@ -187,3 +190,20 @@ def nadam_step_kernel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weigh
         lo, hi = t * n // nthreads, (t + 1) * n // nthreads
         nadam_block(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi], beta1, beta2,
                     eps, weight_decay, bc2, grad_coef, avg_coef, param_decay)
+
+
+@kernel()
+def apply_rule(kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3):
+    """One optimizer update of the 1-d slices ``p`` (params), ``g`` (grads, read only), ``s1..s3``
+    (state) by rule ``kind`` with the step's coefficients ``c`` (float64, an
+    :class:`~fastnn.backends.plan.UpdateRule`'s). ``sgd`` … ``nadam``: switches, ``True`` for the
+    rule that may run and ``None`` for the others, whose code is then not compiled
+    (:data:`fastnn.kernels.step.RULE_SWITCHES`)."""
+    if sgd is not None and kind == RULE_SGD:
+        sgd_block(p, g, s1, c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0)
+    elif rmsprop is not None and kind == RULE_RMSPROP:
+        rmsprop_block(p, g, s1, s2, s3, c[0], c[1], c[2], c[3], c[4], c[5] != 0.0)
+    elif adam is not None and kind == RULE_ADAM:
+        adam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+    elif nadam is not None and kind == RULE_NADAM:
+        nadam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])

@@ -53,7 +53,7 @@ import math
 
 from fastnn.kernels import kernel
 from fastnn.kernels.activations import IDENTITY, activate_row
-from fastnn.kernels.blas import gemm
+from fastnn.kernels.pair import pair_begin, pair_end, pair_gemm, pair_update
 from fastnn.kernels.dense import activation_grad_rows, bias_activation_rows
 from fastnn.kernels.diagnostics import activation_stats_kernel
 from fastnn.kernels.fpmode import flush_subnormals_begin, flush_subnormals_end
@@ -61,14 +61,14 @@ from fastnn.kernels.losses import (l2_block, mse_block, mse_weighted_rows, softm
                                    softmax_rows)
 from fastnn.kernels.normalization import (batch_norm_backward_kernel, batch_norm_forward_kernel,
                                           layer_norm_backward_kernel, layer_norm_forward_kernel)
-from fastnn.kernels.optimizers import adam_block, nadam_block, rmsprop_block, sgd_block
+from fastnn.kernels.optimizers import (NO_UPDATE, RULE_ADAM, RULE_NADAM, RULE_RMSPROP, RULE_SGD,
+                                       apply_rule as _apply_rule)
 from fastnn.kernels.regularisation import (clip_grad_norm_kernel, dropout_backward_kernel,
                                            dropout_forward_kernel)
 
 # Codes and table columns: this module's copy of fastnn.backends.plan's (a test compares them).
 HEAD_SOFTMAX, HEAD_MSE = 0, 1
 NORM_NONE, NORM_BATCH, NORM_LAYER = 0, 1, 2
-NO_UPDATE, RULE_SGD, RULE_RMSPROP, RULE_ADAM, RULE_NADAM = range(5)
 (COL_D, COL_H, COL_W, COL_B, COL_ACT, COL_OUT, COL_PREACT, COL_DOUT, COL_DROPPED, COL_MASK,
  COL_UNIFORM, COL_NORM, COL_LINEAR, COL_MEAN, COL_INV_STD, COL_GAMMA, COL_BETA, COL_RUNNING) = range(18)
 HEAD_KIND, HEAD_PROBS, HEAD_TARGETS, HEAD_STATS_SCRATCH = range(4)
@@ -105,7 +105,7 @@ def _norm_views(flat, table, arena, l, N, H):
 
 @kernel()
 def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var, slope, norm_eps,
-                         bn_momentum, training, blas, batch_norm, layer_norm, smooth):
+                         bn_momentum, training, blas, batch_norm, layer_norm, smooth, pair):
     """Layer ``l`` of the forward pass on its (N, D) input ``a`` (flat view): writes the layer's
     output (and pre-activation / normalisation buffers) into ``flat``. ``batch_norm``,
     ``layer_norm``, ``smooth``: switches (module docstring)."""
@@ -120,12 +120,12 @@ def _dense_layer_forward(a, N, l, flat, table, arena, running_mean, running_var,
         pre = table[l, COL_PREACT]
         z_off = pre if pre >= 0 else table[l, COL_OUT]
         Z = _rows(flat, z_off, N, H)
-        gemm(blas, False, False, N, H, D, a, D, W, H, flat[z_off: z_off + N * H], H)
+        pair_gemm(pair, blas, False, False, N, H, D, a, D, W, H, flat[z_off: z_off + N * H], H)
         bias_activation_rows(Z, b, code, slope, out, smooth)
         return
     lin_off = table[l, COL_LINEAR]
     Zl, U, gamma, beta, mean, inv_std = _norm_views(flat, table, arena, l, N, H)
-    gemm(blas, False, False, N, H, D, a, D, W, H, flat[lin_off: lin_off + N * H], H)
+    pair_gemm(pair, blas, False, False, N, H, D, a, D, W, H, flat[lin_off: lin_off + N * H], H)
     bias_activation_rows(Zl, b, int(IDENTITY), slope, Zl, smooth)  # int(): not a literal's type
     if batch_norm is not None and norm == NORM_BATCH:
         r = table[l, COL_RUNNING]
@@ -153,9 +153,10 @@ def _hidden_stats(Y, l, unit, flat, scratch, stat_bands, stat_counts, stat_sums)
 @kernel()
 def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps,
              bn_momentum, training, blas, batch_norm, layer_norm, dropout, smooth, diagnose,
-             stat_bands, stat_counts, stat_sums, scratch):
+             stat_bands, stat_counts, stat_sums, scratch, pair):
     """The forward pass over every layer; dropout (``training`` only) from the drawn uniforms.
-    ``batch_norm``, ``layer_norm``, ``dropout``, ``smooth``: switches (module docstring).
+    ``batch_norm``, ``layer_norm``, ``dropout``, ``smooth``: switches (module docstring); ``pair``:
+    the mailbox of :mod:`fastnn.kernels.pair` or None (a switch too).
     ``diagnose``: add each hidden layer's output to the activation statistics ``stat_bands``,
     ``stat_counts``, ``stat_sums`` right after it is computed (while it is in cache), with
     ``flat[scratch:]`` as scratch (:func:`train_step_kernel`)."""
@@ -167,12 +168,12 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
         if l == 0:
             _dense_layer_forward(X.reshape(-1), N, l, flat, table, arena, running_mean, running_var,
                                  slope, norm_eps, bn_momentum, training, blas, batch_norm,
-                                 layer_norm, smooth)
+                                 layer_norm, smooth, pair)
         else:
             D = table[l, COL_D]
             _dense_layer_forward(flat[in_off: in_off + N * D], N, l, flat, table, arena,
                                  running_mean, running_var, slope, norm_eps, bn_momentum, training,
-                                 blas, batch_norm, layer_norm, smooth)
+                                 blas, batch_norm, layer_norm, smooth, pair)
         H = table[l, COL_H]
         in_off = table[l, COL_OUT]
         if diagnose and l < L - 1:
@@ -191,7 +192,7 @@ def _forward(X, flat, table, rates, arena, running_mean, running_var, slope, nor
 def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, grad, running_mean,
                    running_var, label_smoothing, l2, slope, norm_eps, bn_momentum, result,
                    batch_norm, layer_norm, dropout, softmax_head, mse_head, smooth, diagnose,
-                   stat_bands, stat_counts, stat_sums):
+                   stat_bands, stat_counts, stat_sums, pair):
     """Inference: the forward pass in evaluation mode (no dropout; BatchNorm's running statistics).
 
     X : (N, D) float, read only. training : pass False (evaluation mode). It is an argument, not
@@ -203,31 +204,16 @@ def forward_kernel(X, training, blas, flat, table, rates, head_table, arena, gra
     overwritten (the network output is the last layer's ``COL_OUT`` view). Nothing else is
     written. diagnose, stat_bands, stat_counts, stat_sums : pass False and arrays of
     :func:`train_step_kernel`'s types (any size): like ``training``, arguments so that the forward
-    pass is one compilation for both kernels.
+    pass is one compilation for both kernels. pair : as for :func:`train_step_kernel`.
     """
+    threads = -1
+    if pair is not None:
+        threads = pair_begin(pair, X)
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
              training, blas, batch_norm, layer_norm, dropout, smooth, diagnose, stat_bands,
-             stat_counts, stat_sums, head_table[HEAD_STATS_SCRATCH])
-
-
-@kernel()
-def _apply_rule(kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3):
-    """One optimizer update of the slices ``p`` (params), ``g`` (grads, read only), ``s1..s3``
-    (state); ``sgd`` … ``nadam``: the rule switches (:data:`RULE_SWITCHES`)."""
-    if sgd is not None and kind == RULE_SGD:
-        sgd_block(p, g, s1, c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0)
-    elif rmsprop is not None and kind == RULE_RMSPROP:
-        rmsprop_block(p, g, s1, s2, s3, c[0], c[1], c[2], c[3], c[4], c[5] != 0.0)
-    elif adam is not None and kind == RULE_ADAM:
-        adam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
-    elif nadam is not None and kind == RULE_NADAM:
-        nadam_block(p, g, s1, s2, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
-
-
-@kernel(inline="always")
-def _update_range(lo, hi, kind, c, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3):
-    _apply_rule(kind, c, sgd, rmsprop, adam, nadam, arena[lo:hi], grad[lo:hi], s1[lo:hi],
-                s2[lo:hi], s3[lo:hi])
+             stat_counts, stat_sums, head_table[HEAD_STATS_SCRATCH], pair)
+    if pair is not None:
+        pair_end(pair, threads)
 
 
 @kernel()
@@ -299,7 +285,7 @@ def _count_correct(out, labels, weights, weighted):
 
 @kernel()
 def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, batch_norm,
-                    layer_norm, dropout, smooth):
+                    layer_norm, dropout, smooth, pair):
     """Layer ``l``'s backward pass from its ``dout`` (∂L/∂output) and its (N, D) input ``a`` (flat
     view): ``dout`` becomes ∂L/∂Z; dW, db (and dγ, dβ) written into ``grad``; ∂L/∂input into the
     previous layer's ``dout`` (not for the first layer). ``batch_norm``, ``layer_norm``,
@@ -329,7 +315,7 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, ba
             layer_norm_backward_kernel(Zl, gamma, mean, inv_std, dout, dgamma, dbeta)
     w_off, b_off = table[l, COL_W], table[l, COL_B]
     dflat = flat[dout_off: dout_off + N * H]
-    gemm(blas, True, False, D, H, N, a, D, dflat, H, grad[w_off: w_off + D * H], H)
+    pair_gemm(pair, blas, True, False, D, H, N, a, D, dflat, H, grad[w_off: w_off + D * H], H)
     db = grad[b_off: b_off + H]
     for j in range(H):
         db[j] = 0.0
@@ -338,14 +324,14 @@ def _layer_backward(a, N, l, flat, table, arena, grad, slope, training, blas, ba
             db[j] += dout[i, j]
     if l > 0:
         dx_off = table[l - 1, COL_DOUT]
-        gemm(blas, False, True, N, D, H, dflat, H, arena[w_off: w_off + D * H], H,
+        pair_gemm(pair, blas, False, True, N, D, H, dflat, H, arena[w_off: w_off + D * H], H,
              flat[dx_off: dx_off + N * D], D)
 
 
 @kernel()
 def _backward_and_update(X, training, max_norm, kind, coefficients, sgd, rmsprop, adam, nadam, s1,
                          s2, s3, blas, flat, table, arena, grad, l2, slope, batch_norm, layer_norm,
-                         dropout, smooth, finite):
+                         dropout, smooth, pair, finite):
     """The backward pass of :func:`train_step_kernel` from the loss gradient in the last layer's
     ``dout``: every layer's gradients into ``grad`` (with L2), clipping when ``max_norm > 0``, and
     the update when ``kind != NO_UPDATE`` and the loss was ``finite`` (per layer while its
@@ -363,31 +349,32 @@ def _backward_and_update(X, training, max_norm, kind, coefficients, sgd, rmsprop
     for l in range(L - 1, -1, -1):
         if l == 0:
             _layer_backward(X.reshape(-1), N, l, flat, table, arena, grad, slope, training, blas,
-                            batch_norm, layer_norm, dropout, smooth)
+                            batch_norm, layer_norm, dropout, smooth, pair)
         else:
             prev = table[l - 1, COL_DROPPED] if training and table[l - 1, COL_DROPPED] >= 0 \
                 else table[l - 1, COL_OUT]
             D = table[l, COL_D]
             _layer_backward(flat[prev: prev + N * D], N, l, flat, table, arena, grad, slope,
-                            training, blas, batch_norm, layer_norm, dropout, smooth)
+                            training, blas, batch_norm, layer_norm, dropout, smooth, pair)
         w_off, D, H = table[l, COL_W], table[l, COL_D], table[l, COL_H]
         if l2 != 0.0:
             squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)
         if per_layer:  # this layer's gradients are final: update it while they are in cache
-            _update_range(w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam, nadam,
-                          arena, grad, s1, s2, s3)
+            pair_update(pair, blas, w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam,
+                        nadam, arena, grad, s1, s2, s3)
             b_off = table[l, COL_B]
-            _update_range(b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam, nadam,
-                          arena, grad, s1, s2, s3)
+            pair_update(pair, blas, b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam,
+                        nadam, arena, grad, s1, s2, s3)
             if table[l, COL_NORM] != NORM_NONE:
                 g_off = table[l, COL_GAMMA]
-                _update_range(g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop, adam,
-                              nadam, arena, grad, s1, s2, s3)
+                pair_update(pair, blas, g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop,
+                            adam, nadam, arena, grad, s1, s2, s3)
     norm = 0.0
     if max_norm > 0.0:
         norm = clip_grad_norm_kernel(grad, max_norm)
     if kind != NO_UPDATE and finite and not per_layer:
-        _apply_rule(kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad, s1, s2, s3)
+        pair_update(pair, blas, 0, arena.shape[0], kind, coefficients, sgd, rmsprop, adam, nadam,
+                    arena, grad, s1, s2, s3)
     return squares, norm
 
 
@@ -397,7 +384,7 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                       blas, flat, table, rates, head_table, arena, grad, running_mean, running_var,
                       label_smoothing, l2, slope, norm_eps, bn_momentum, result, batch_norm,
                       layer_norm, dropout, softmax_head, mse_head, smooth, diagnose, stat_bands,
-                      stat_counts, stat_sums):
+                      stat_counts, stat_sums, pair):
     """One training step of a batch in one call.
 
     Parameters
@@ -429,6 +416,9 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
         diagnostics (a first ``fastnn train``, diagnostics on by default, and a benchmark or an
         API user's loop without them share the cache). Without it, pass any arrays of those types.
     blas : GEMM handle (:func:`fastnn.kernels.blas.gemm`).
+    pair : the calling thread's mailbox of :mod:`fastnn.kernels.pair` (int64 array), whose worker
+        thread then runs half of each large GEMM and part of each large update, or None (a
+        switch: no such code is compiled). Results are the same either way, bit for bit.
     result : (5,) float64, **overwritten**: data loss, L2 penalty, correct count (or weight),
         gradient norm before clipping (0 without clipping), 1.0 when the update was applied.
         With labels, each is checked first: one outside [0, C) sets ``result[RES_UPDATED]`` to
@@ -448,9 +438,12 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
                 result[RES_UPDATED] = BAD_LABELS
                 return
     mxcsr = flush_subnormals_begin()  # this thread's work flushes subnormals (kernels/fpmode.py)
+    threads = -1
+    if pair is not None:
+        threads = pair_begin(pair, X)
     _forward(X, flat, table, rates, arena, running_mean, running_var, slope, norm_eps, bn_momentum,
              training, blas, batch_norm, layer_norm, dropout, smooth, diagnose, stat_bands,
-             stat_counts, stat_sums, head_table[HEAD_STATS_SCRATCH])
+             stat_counts, stat_sums, head_table[HEAD_STATS_SCRATCH], pair)
     data_loss = _loss(labels, has_labels, targets, has_targets, weights, weighted, total_weight, N,
                       flat, table, head_table, label_smoothing, softmax_head, mse_head)
     last = L - 1
@@ -461,7 +454,10 @@ def train_step_kernel(X, labels, has_labels, targets, has_targets, weights, weig
     finite = math.isfinite(data_loss)
     squares, norm = _backward_and_update(X, training, max_norm, kind, coefficients, sgd, rmsprop,
                                          adam, nadam, s1, s2, s3, blas, flat, table, arena, grad,
-                                         l2, slope, batch_norm, layer_norm, dropout, smooth, finite)
+                                         l2, slope, batch_norm, layer_norm, dropout, smooth, pair,
+                                         finite)
+    if pair is not None:
+        pair_end(pair, threads)
     flush_subnormals_end(mxcsr)
     result[RES_DATA_LOSS] = data_loss
     result[RES_PENALTY] = 0.5 * l2 * squares

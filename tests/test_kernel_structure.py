@@ -22,8 +22,8 @@ from fastnn.backends.numba import NumbaBackend
 from fastnn.kernels import PARALLEL_KERNELS, ThreadedKernel
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_MODULES = ("activations", "blas", "dense", "diagnostics", "fpmode", "images", "losses",
-                  "normalization", "optimizers", "regularisation", "rows", "step")
+KERNEL_MODULES = ("activations", "atomics", "blas", "dense", "diagnostics", "fpmode", "images",
+                  "losses", "normalization", "optimizers", "pair", "regularisation", "rows", "step")
 
 
 def parfor_count(dispatcher) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from fastnn.activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from fastnn.backends import threads as _threads
 from fastnn.backends.numpy import NumpyBackend, _weight_total, expit
+from fastnn.backends.pair import StepPair, step_pair
 from fastnn.backends.plan import NO_UPDATE, TrainStep, label_range_error
 from fastnn.kernels import dense, images, losses, normalization, optimizers, regularisation, rows, step
 
@@ -70,6 +71,12 @@ class NumbaBackend(NumpyBackend):
         ``numba.get_num_threads()`` blocks. An int in ``[1, NUMBA_NUM_THREADS]``: this backend's
         GEMMs run with that many BLAS threads (set for the call, restored after it) and its
         elementwise work into at most that many blocks. See :mod:`fastnn.backends.threads`.
+    pair : bool
+        True (default): ``train_step`` and ``forward`` share their large GEMMs and optimizer
+        updates with a second thread of the calling thread's own (:mod:`fastnn.backends.pair`),
+        where that can help: two usable CPUs, OpenBLAS found by address, ``threads`` not 1, and
+        at each call OpenBLAS allowing two threads. Results are the same bit for bit. False:
+        never (the GEMMs then use OpenBLAS's threads, the rest the calling thread).
 
     Notes
     -----
@@ -83,8 +90,11 @@ class NumbaBackend(NumpyBackend):
 
     name = "numba"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, pair: bool = True):
+        if not isinstance(pair, bool):
+            raise TypeError(f"pair must be True or False, got {type(pair).__name__} {pair!r}.")
         self.setup = _threads.configure(threads)
+        self.pair = pair
         self.threads = self.setup.threads
         self._pin = self.setup.blas_threads if self.threads is not None else None
         self._scratch_buffers: dict[tuple, np.ndarray] = {}
@@ -271,16 +281,25 @@ class NumbaBackend(NumpyBackend):
         if plan.activations & _COMPOSED_ACTIVATIONS:
             return super().forward(plan, X)
         X = _writable(X)
+        pair = self._pair(X.dtype)
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
             step.forward_kernel(X, False, self.setup.gemm[X.dtype], *plan.kernel_args,
-                                *self._no_stats)
+                                *self._no_stats, None if pair is None else pair.box)
         finally:
             if previous != -1:
                 self._pin.restore(previous)
+        if pair is not None:
+            pair.after_step(NO_UPDATE)
         return plan.layers[-1].out
 
-    def _step_arguments(self, plan, X, y, sample_weight, training, update, max_grad_norm, stats):
+    def _pair(self, dtype) -> StepPair | None:
+        """The calling thread's :class:`~fastnn.backends.pair.StepPair` for ``dtype`` (None: no
+        second thread; see the ``pair`` parameter)."""
+        return step_pair(self.setup, dtype) if self.pair and self.threads != 1 else None
+
+    def _step_arguments(self, plan, X, y, sample_weight, training, update, max_grad_norm, stats,
+                        pair):
         """The arguments of :func:`~fastnn.kernels.step.train_step_kernel` for ``train_step``'s."""
         X, dtype = _writable(X), X.dtype
         has_labels = y.ndim == 1
@@ -298,23 +317,30 @@ class NumbaBackend(NumpyBackend):
                 *step.RULE_SWITCHES[kind], buffers[0], buffers[1], buffers[2],
                 self.setup.gemm[dtype], *plan.kernel_args,
                 *(self._no_stats if stats is None else (True, stats.bands, stats.counts,
-                                                        stats.sums)))
+                                                        stats.sums)),
+                None if pair is None else pair.box)
 
-    def compile_step_backward(self, plan, X, y, sample_weight=None, training=True, update=None,
-                              max_grad_norm=None, stats=None) -> bool:
-        """Compile (or load from the cache) the backward-and-update part of the one-call step that
-        ``train_step`` with these arguments would run, without running anything; False where
-        ``train_step`` would not call the compiled step (composed activations).
+    def compile_step_parts(self, plan, X, y, sample_weight=None, training=True, update=None,
+                           max_grad_norm=None, stats=None) -> bool:
+        """Compile (or load from the cache) the parts of the one-call step that ``train_step`` with
+        these arguments would run and that can be compiled apart from it, without running
+        anything: its backward-and-update kernel, then its second thread's loop (where it has
+        one, :mod:`fastnn.backends.pair`). False where ``train_step`` would not call the
+        compiled step (composed activations).
 
         The step's backward pass is a kernel of its own whose argument types follow from
-        ``train_step``'s (:func:`fastnn.kernels.step.backward_signature`), so a helper process
-        can compile it into the shared cache while the run compiles the forward pass
-        (:mod:`fastnn.background_compile`); the run's step then loads it."""
+        ``train_step``'s (:func:`fastnn.kernels.step.backward_signature`), and the worker's from
+        the dtype and the update rule, so a helper process can compile both into the shared cache
+        while the run compiles the forward pass (:mod:`fastnn.background_compile`); the run
+        then loads them."""
         if plan.activations & _COMPOSED_ACTIVATIONS:
             return False
+        pair = self._pair(X.dtype)
         args = self._step_arguments(plan, X, y, sample_weight, training, update, max_grad_norm,
-                                    stats)
+                                    stats, pair)
         step._backward_and_update.compile(step.backward_signature(args))
+        if pair is not None:
+            pair.compile_worker(NO_UPDATE if update is None else update[0])
         return True
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
@@ -322,13 +348,16 @@ class NumbaBackend(NumpyBackend):
         if plan.activations & _COMPOSED_ACTIVATIONS:
             return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm,
                                       stats)
+        pair = self._pair(X.dtype)
         previous = -1 if self._pin is None else self._pin.pin(self.threads)
         try:
             step.train_step_kernel(*self._step_arguments(plan, X, y, sample_weight, training,
-                                                         update, max_grad_norm, stats))
+                                                         update, max_grad_norm, stats, pair))
         finally:
             if previous != -1:
                 self._pin.restore(previous)
+        if pair is not None:
+            pair.after_step(NO_UPDATE if update is None else update[0])
         data_loss, penalty, correct, norm, updated = plan.result.tolist()
         if updated == step.BAD_LABELS:
             raise label_range_error(X.shape[0], plan.n_outputs)
@@ -342,4 +371,4 @@ class NumbaBackend(NumpyBackend):
                          None if max_grad_norm is None else norm, updated == 1.0)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(threads={self.threads})"
+        return f"{type(self).__name__}(threads={self.threads}, pair={self.pair})"
