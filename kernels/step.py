@@ -44,6 +44,14 @@ optimizer state are touched once, while ``W`` and ``dW`` are still in cache from
 of in a separate pass over the whole arena afterwards. Clipping needs the global gradient norm
 first, so with clipping the update is one pass over the arena after the backward pass. The update
 rules are elementwise, so both orders give bit-identical parameters.
+
+Two threads
+-----------
+With ``pair`` (the calling thread's mailbox, :mod:`fastnn.kernels.pair`), the step hands halves of
+its large GEMMs and parts of its large updates to a second thread, which runs them while the
+step runs the others (:func:`~fastnn.kernels.pair.pair_gemm`,
+:func:`~fastnn.kernels.pair.pair_update`); everything else stays on the calling thread. ``pair``
+is a switch like the others: ``None`` compiles none of it.
 """
 
 from __future__ import annotations
