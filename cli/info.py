@@ -31,11 +31,21 @@ def environment_info() -> dict:
               "architecture": p.get("architecture")} for p in threadpool_info()]
     from fastnn.compilation import cache_status
 
+    try:
+        from fastnn.backends.pair import unavailable_because
+        from fastnn.backends.threads import configure
+
+        reason = unavailable_because(configure(None), "float32")
+        second_thread = "yes" if not reason else f"no ({reason})"
+    except Exception as exc:  # noqa: BLE001  (report, never crash)
+        second_thread = f"no ({type(exc).__name__}: {exc})"
+
     return {"fastnn": fastnn.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": numpy.__version__, "scipy": scipy.__version__,
             "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
             "numba_threading_layer": numba.config.THREADING_LAYER, "thread_pools": pools,
-            "backends": backends, "kernel_cache": cache_status().as_dict()}
+            "backends": backends, "step_second_thread": second_thread,
+            "kernel_cache": cache_status().as_dict()}
 
 
 @click.command("info")
@@ -60,6 +70,7 @@ def info(as_json):
         click.echo(f"{'thread pool':<22} {details}, {pool['threads']} threads: {pool['path']}")
     for name, status in data["backends"].items():
         click.echo(f"{'backend ' + name:<22} {status}")
+    click.echo(f"{'step second thread':<22} {data['step_second_thread']}")
     cache = data["kernel_cache"]
     click.echo(f"{'kernel cache':<22} {cache['path']} ({cache['origin']})")
     warm = ", ".join(cache["warm"]) if cache["warm"] else "none (the first run compiles; `fastnn warmup` does it ahead)"

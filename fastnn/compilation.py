@@ -360,13 +360,20 @@ def warm_up(config: "RunConfig", dataset=None, progress: bool = True, stream=Non
 def compile_alongside(config: "RunConfig") -> None:
     """Compile (or load) what a run of ``config`` can have compiled by another process: first the
     backward-and-update part of its training step (the part the run's step reaches last) and the
-    loop of the step's second thread (:meth:`fastnn.backends.numba.NumbaBackend.compile_step_parts`),
-    then the kernels it uses
+    loop of the step's second thread
+    (:meth:`fastnn.backends.numba.NumbaBackend.compile_step_parts`), then the kernels it uses
     outside the step: evaluate and predict with the run's model (:func:`fastnn.runner.check_config`)
     on :data:`~fastnn.compilation.EVALUATION_ROWS` synthetic rows, normalise a few uint8 pixels as
     the dataset loader does, and (with ``config.diagnostics``) run the training diagnostics'
     sampled-step kernels once. The model is built on a built-in dataset's shape (no data is read);
-    nothing but Numba's cache is written."""
+    nothing but Numba's cache is written, and no second thread of a step is started."""
+    from fastnn.backends.pair import no_new_workers
+
+    with no_new_workers():
+        _compile_alongside(config)
+
+
+def _compile_alongside(config: "RunConfig") -> None:
     import numpy as np
 
     from fastnn.data.normalize import normalize_rows

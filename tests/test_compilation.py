@@ -124,7 +124,19 @@ AHEAD_THEN_WARM_UP = """
     with _CompileWatch() as ahead:
         compile_alongside(config)
     result = warm_up(config, progress=False)
-    print(json.dumps({"ahead": ahead.compiled, "compiled": result.compiled}))
+    # the run's step started its second thread with the worker compiled ahead, not another one
+    import time
+    import numpy as np
+    from fastnn.backends.pair import step_pair
+    from fastnn.backends.threads import configure
+    from fastnn.kernels import pair as pair_kernels
+    box = step_pair(configure(None), config.dtype).box
+    deadline = time.monotonic() + 60
+    while box[pair_kernels.ALIVE] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"ahead": ahead.compiled, "compiled": result.compiled,
+                      "worker_alive": int(box[pair_kernels.ALIVE]),
+                      "worker_signatures": len(pair_kernels.pair_worker.signatures)}))
 """
 
 
@@ -147,6 +159,9 @@ def test_a_run_compiles_the_options_it_uses_and_the_helper_compiles_the_steps_ba
     assert "fastnn.kernels.step.train_step_kernel" in result["compiled"]
     assert "fastnn.kernels.step._backward_and_update" not in result["compiled"], \
         "the step compiled its backward pass for other argument types than the helper predicted"
+    assert "fastnn.kernels.pair.pair_worker" in result["ahead"]
+    assert result["worker_alive"] == 1 and result["worker_signatures"] == 1, \
+        "the run's worker thread runs the loop compiled ahead (no second compilation)"
     assert _compiled_options(result["ahead"] + result["compiled"]) == used
 
 

@@ -259,6 +259,21 @@ def test_one_mailbox_per_thread_and_dtype():
         NumbaBackend(pair="yes")
 
 
+def test_info_says_whether_steps_have_a_second_thread(monkeypatch):
+    from click.testing import CliRunner
+
+    from fastnn.cli.main import main
+
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code == 0 and "step second thread     yes" in result.output
+    setup = BACKEND.setup
+    assert pair_module.unavailable_because(setup, np.float32) == ""
+    monkeypatch.setattr(pair_module, "usable_cpus", lambda: 1)
+    assert pair_module.unavailable_because(setup, np.float32) == "one usable CPU"
+    result = CliRunner().invoke(main, ["info"])
+    assert "step second thread     no (one usable CPU)" in result.output
+
+
 # ---------------------------------------------------------------------------------------------
 # training with it
 # ---------------------------------------------------------------------------------------------

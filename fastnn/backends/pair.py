@@ -24,6 +24,7 @@ or more threads at that moment (``threadpool_limits(1)`` makes every step run al
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import sys
 import threading
@@ -57,14 +58,27 @@ def _libc_addresses() -> tuple[int, int, int] | None:
 _LIBC = _libc_addresses()
 
 
-def available(setup, dtype) -> bool:
-    """Whether a worker can share the steps of a backend with this
-    :class:`~fastnn.backends.threads.ThreadSetup` in ``dtype``: see the module docstring (the
+def unavailable_because(setup, dtype) -> str:
+    """Why no worker can share the steps of a backend with this
+    :class:`~fastnn.backends.threads.ThreadSetup` in ``dtype``, or ``""`` when one can (the
     backend itself rules out ``threads=1`` and ``pair=False``)."""
     import numba
 
-    return (_LIBC is not None and not numba.config.DISABLE_JIT and usable_cpus() >= 2
-            and setup.blas_threads is not None and setup.gemm[np.dtype(dtype)][0] != 0)
+    if _LIBC is None:
+        return f"no sched_yield/clock_gettime to call on {sys.platform}"
+    if numba.config.DISABLE_JIT:
+        return "NUMBA_DISABLE_JIT is set"
+    if usable_cpus() < 2:
+        return "one usable CPU"
+    if setup.blas_threads is None or setup.gemm[np.dtype(dtype)][0] == 0:
+        return "NumPy's BLAS is not an OpenBLAS found by address"
+    return ""
+
+
+def available(setup, dtype) -> bool:
+    """Whether a worker can share the steps of a backend with this setup in ``dtype``
+    (:func:`unavailable_because` gives no reason)."""
+    return not unavailable_because(setup, dtype)
 
 
 class StepPair:
@@ -103,7 +117,10 @@ class StepPair:
     def after_step(self, rule: int) -> None:
         """Called after each step of this thread with its update rule (``NO_UPDATE`` for gradients
         only or inference): start a worker when none runs, or one for ``rule`` when the running
-        one takes another rule's updates. About a microsecond when nothing is to do."""
+        one takes another rule's updates (not inside :func:`no_new_workers`). About a
+        microsecond when nothing is to do."""
+        if _no_new_workers:
+            return
         thread = self._thread
         if thread is not None and thread.is_alive() and (rule == self._rule or rule == 0):
             return
@@ -154,6 +171,20 @@ class StepPair:
 
 _local = threading.local()
 _started: "set[StepPair]" = set()
+_no_new_workers = False
+
+
+@contextlib.contextmanager
+def no_new_workers():
+    """Within this block steps start no worker (those running go on): for a process that only
+    compiles, such as the background compiler, where a worker would compete for the CPU it
+    compiles on."""
+    global _no_new_workers
+    previous, _no_new_workers = _no_new_workers, True
+    try:
+        yield
+    finally:
+        _no_new_workers = previous
 
 
 def step_pair(setup, dtype) -> StepPair | None:
