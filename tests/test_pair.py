@@ -336,3 +336,32 @@ def test_two_threads_training_at_once_each_get_their_own_worker():
         t.join()
     for arena in results.values():
         np.testing.assert_array_equal(arena, expected)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_a_worker_of_its_own():
+    """A child forked while the parent's worker runs has no such thread, whatever the copied
+    mailbox says; its steps start their own."""
+    import os
+
+    model = fastnn.FFNN([100, 300, 10], backend="numba", seed=0)
+    opt = fastnn.optim.Adam(model)
+    X = np.random.default_rng(0).standard_normal((64, 100)).astype(np.float32)
+    y = np.arange(64) % 10
+    for _ in range(5):
+        model.train_step(X, y, optimizer=opt)
+    pair = pair_module.step_pair(model.backend.setup, np.float32)
+    assert _wait_until(lambda: pair.box[K.ALIVE] == 1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        forgotten = int(pair.box[K.ALIVE] == 0 and not pair.alive)
+        for _ in range(5):
+            model.train_step(X, y, optimizer=opt)
+        started = int(_wait_until(lambda: pair.box[K.ALIVE] == 1, seconds=20))
+        os.write(write, bytes([forgotten, started]))
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 2)
+    os.waitpid(pid, 0)
+    assert answer == bytes([1, 1]), "the child forgot the parent's worker and started its own"

@@ -272,13 +272,14 @@ class NumbaBackend(NumpyBackend):
 
     # ---- data movement
     def gather_rows(self, X, indices, out):
-        rows.gather_rows_kernel(X, indices.astype(np.intp, copy=False), out,
-                                self._blocks(out.size, PARALLEL_MIN_OPTIMIZER))
+        if indices.dtype != np.intp:
+            indices = indices.astype(np.intp)
+        rows.gather_rows_kernel(X, indices, out, self._blocks(out.size, PARALLEL_MIN_OPTIMIZER))
         return out
 
     # ---- whole steps: one compiled call each (kernels/step.py)
     def forward(self, plan, X):
-        if plan.activations & _COMPOSED_ACTIVATIONS:
+        if not _COMPOSED_ACTIVATIONS.isdisjoint(plan.activations):
             return super().forward(plan, X)
         X = _writable(X)
         pair = self._pair(X.dtype)
@@ -333,7 +334,7 @@ class NumbaBackend(NumpyBackend):
         the dtype and the update rule, so a helper process can compile both into the shared cache
         while the run compiles the forward pass (:mod:`fastnn.background_compile`); the run
         then loads them."""
-        if plan.activations & _COMPOSED_ACTIVATIONS:
+        if not _COMPOSED_ACTIVATIONS.isdisjoint(plan.activations):
             return False
         pair = self._pair(X.dtype)
         args = self._step_arguments(plan, X, y, sample_weight, training, update, max_grad_norm,
@@ -345,7 +346,7 @@ class NumbaBackend(NumpyBackend):
 
     def train_step(self, plan, X, y, sample_weight=None, training=True, update=None,
                    max_grad_norm=None, stats=None):
-        if plan.activations & _COMPOSED_ACTIVATIONS:
+        if not _COMPOSED_ACTIVATIONS.isdisjoint(plan.activations):
             return super().train_step(plan, X, y, sample_weight, training, update, max_grad_norm,
                                       stats)
         pair = self._pair(X.dtype)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import os
 import sys
 import threading
 
@@ -104,6 +105,7 @@ class StepPair:
         self.box[kernels.SET_THREADS] = ctypes.cast(blas_threads._set, ctypes.c_void_p).value
         self.box[kernels.IDLE_NS] = int(idle_seconds * 1e9)
         self.box[kernels.ITEMSIZE] = self.dtype.itemsize
+        self._alive_word = kernels.ALIVE
         self.box[kernels.WORKER_RULE] = -1
         self._like = np.empty(1, self.dtype)
         self._thread: threading.Thread | None = None
@@ -119,12 +121,17 @@ class StepPair:
         only or inference): start a worker when none runs, or one for ``rule`` when the running
         one takes another rule's updates (not inside :func:`no_new_workers`). About a
         microsecond when nothing is to do."""
-        if _no_new_workers:
-            return
-        thread = self._thread
-        if thread is not None and thread.is_alive() and (rule == self._rule or rule == 0):
+        if _no_new_workers or ((rule == self._rule or rule == 0) and self._running()):
             return
         self.start(rule)
+
+    def _running(self) -> bool:
+        """Whether the worker runs (or is starting): its own word in the mailbox first (a read),
+        the thread only while that word is not yet set or no longer set."""
+        if self.box[self._alive_word]:
+            return True
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def worker_arguments(self, rule: int) -> tuple:
         """The arguments of :func:`fastnn.kernels.pair.pair_worker` for a worker taking ``rule``'s
@@ -190,15 +197,15 @@ def no_new_workers():
 def step_pair(setup, dtype) -> StepPair | None:
     """The calling thread's :class:`StepPair` for ``dtype`` (made on first use), or None where
     no worker can help (:func:`available`)."""
-    dtype = np.dtype(dtype)
-    pairs = getattr(_local, "pairs", None)
-    if pairs is None:
-        pairs = _local.pairs = {}
-    key = (dtype, setup.gemm[dtype])
-    pair = pairs.get(key, False)
+    pairs = _local.__dict__.setdefault("pairs", {})
+    pair = pairs.get(dtype, False)  # every Numba backend of a process calls the same BLAS
     if pair is False:
-        pair = pairs[key] = (StepPair(dtype, setup.gemm[dtype], setup.blas_threads)
-                             if available(setup, dtype) else None)
+        canonical = np.dtype(dtype)
+        pair = pairs.get(canonical, False)
+        if pair is False:
+            pair = (StepPair(canonical, setup.gemm[canonical], setup.blas_threads)
+                    if available(setup, canonical) else None)
+        pairs[canonical] = pairs[dtype] = pair
     return pair
 
 
@@ -210,4 +217,14 @@ def stop_workers() -> None:
         pair.stop(timeout=1.0)
 
 
+def _forget_workers_after_fork() -> None:
+    """In a forked child no worker thread exists, whatever its mailbox says: its next step
+    starts one."""
+    for pair in _started:
+        pair.box[pair._kernels.ALIVE] = 0
+        pair._thread = None
+
+
 atexit.register(stop_workers)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
