@@ -23,6 +23,11 @@ from numba.extending import intrinsic
 # ---------------------------------------------------------------------------------------------
 #: CBLAS enum values (row-major order, no transpose, transpose).
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+#: The GEMM handle that selects SciPy's BLAS through Numba (where NumPy's BLAS has no CBLAS
+#: ``gemm`` to call by address). A 1-tuple, a type of its own: the fallback's code is compiled only
+#: for it, and the usual ``(address, ilp64)`` handle compiles without it (0.1–0.3 s less of a first
+#: run, once per kernel level that calls the GEMM).
+SCIPY_GEMM = (0,)
 
 
 def _cblas_gemm_codegen(int_bits, by_address):
@@ -129,7 +134,7 @@ def _gemm_blas(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     ----------
     blas : (address, ilp64) int tuple from :func:`fastnn.backends.threads.gemm_handles`: the address of
         ``cblas_sgemm``/``cblas_dgemm`` (for ``c``'s dtype) in NumPy's BLAS and whether its
-        integers are 64-bit; address 0 selects SciPy's BLAS through Numba instead.
+        integers are 64-bit; :data:`SCIPY_GEMM` selects SciPy's BLAS through Numba instead.
     trans_a, trans_b : bool. ``op(A) = Aᵀ`` when ``trans_a`` (likewise B).
     m, n, k : int. ``op(A)`` is ``(m, k)``, ``op(B)`` is ``(k, n)``.
     a, b, c : flat (1-d) views whose first element is the matrix's first element; the matrices
@@ -143,12 +148,13 @@ def _gemm_blas(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
         for i in range(m):
             c[i * ldc:i * ldc + n] = 0.0
         return
+    if len(blas) == 1:  # SCIPY_GEMM (a constant for a tuple: the other branch is not compiled)
+        _scipy_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        return
     address, ilp64 = blas
     ta = CBLAS_TRANS if trans_a else CBLAS_NO_TRANS
     tb = CBLAS_TRANS if trans_b else CBLAS_NO_TRANS
-    if address == 0:
-        _scipy_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
-    elif ilp64:
+    if ilp64:
         _cblas_gemm_ilp64(address, ta, tb, m, n, k, a, lda, b, ldb, c, ldc)
     else:
         _cblas_gemm_lp64(address, ta, tb, m, n, k, a, lda, b, ldb, c, ldc)
@@ -184,9 +190,11 @@ gemm = _gemm_python if numba.config.DISABLE_JIT else _gemm_blas_plain_flags
 @kernel()
 def gemm_at(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, like):
     """:func:`gemm` on matrices given by address: ``a``, ``b``, ``c`` are int64 addresses of their
-    first elements, ``like`` any array of their dtype. Only for a BLAS found by address
-    (``blas[0] != 0``; the caller checks), and only for ``m, n, k > 0``. What the second thread of
-    :mod:`fastnn.kernels.pair` runs: it is handed a GEMM as numbers, not as arrays."""
+    first elements, ``like`` any array of their dtype. Only for a BLAS found by address (not
+    :data:`SCIPY_GEMM`: then nothing is done), and only for ``m, n, k > 0``. What the second
+    thread of :mod:`fastnn.kernels.pair` runs: it is handed a GEMM as numbers, not as arrays."""
+    if len(blas) == 1:
+        return
     address, ilp64 = blas
     ta = CBLAS_TRANS if trans_a else CBLAS_NO_TRANS
     tb = CBLAS_TRANS if trans_b else CBLAS_NO_TRANS

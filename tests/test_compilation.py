@@ -101,6 +101,8 @@ def test_warm_up_compiles_on_a_cold_cache_says_so_and_later_runs_compile_nothing
     assert any("train_step_kernel" in name for name in cold["compiled"]), "the one-call step"
     assert not any(name.endswith("dense_forward_kernel") for name in cold["compiled"]), \
         "a small run does not compile the parallel variant"
+    assert not any(name.endswith("_scipy_gemm") for name in cold["compiled"]), \
+        "NumPy's BLAS by address: the SciPy fallback is not compiled"
     lines = cold["output"].splitlines()
     assert lines[0].startswith("compiling kernels for float32 (first run only, cached in ")
     assert str(tmp_path) in lines[0] and lines[-1].startswith(f"compiled {len(cold['compiled'])} kernels for float32 in ")

@@ -258,7 +258,9 @@ def test_dense_edge_shapes(N, D, H, gemm):
     """Empty batches, layers without inputs or outputs: GEMMs with a zero dimension."""
     backend = NumbaBackend()
     if gemm == "scipy-blas":
-        backend.setup = dataclasses.replace(backend.setup, gemm={dt: (0, 0) for dt in backend.setup.gemm})
+        from fastnn.kernels.blas import SCIPY_GEMM
+
+        backend.setup = dataclasses.replace(backend.setup, gemm={dt: SCIPY_GEMM for dt in backend.setup.gemm})
     rng = np.random.default_rng(0)
     X, W, b = rng.standard_normal((N, D)), rng.standard_normal((D, H)), rng.standard_normal(H)
     dY = rng.standard_normal((N, H))
@@ -294,3 +296,26 @@ def test_fused_kernels_every_activation(activation, nthreads):
                                   None, Z_ref)
     np.testing.assert_allclose(dZ, dZ_ref, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(dX, dZ_ref @ W.T, rtol=1e-12, atol=1e-13)
+
+
+def test_the_one_call_step_with_scipys_blas():
+    """The step compiled for the SciPy fallback handle (a type of its own) trains like the usual
+    one (that the usual step does not compile the fallback, tests/test_compilation.py checks)."""
+    import fastnn
+    from fastnn.kernels.blas import SCIPY_GEMM
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 20)).astype(np.float32)
+    y = rng.integers(0, 4, 32)
+    arenas = []
+    for fallback in (False, True):
+        backend = NumbaBackend(pair=False)
+        if fallback:
+            backend.setup = dataclasses.replace(backend.setup,
+                                                gemm={dt: SCIPY_GEMM for dt in backend.setup.gemm})
+        model = fastnn.FFNN([20, 16, 4], backend=backend, seed=0)
+        opt = fastnn.optim.Adam(model)
+        for _ in range(5):
+            model.train_step(X, y, optimizer=opt)
+        arenas.append(model.arena.copy())
+    np.testing.assert_allclose(arenas[1], arenas[0], rtol=1e-5, atol=1e-6)

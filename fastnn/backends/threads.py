@@ -113,7 +113,7 @@ class ThreadSetup:
     blas_library : path of the BLAS library whose GEMMs the kernels call ("" when the JIT is
         disabled: kernels then run as Python on NumPy).
     gemm : dtype -> ``(address, ilp64)`` GEMM handle for :func:`fastnn.kernels.blas.gemm`;
-        address 0 means SciPy's BLAS through Numba.
+        :data:`~fastnn.kernels.blas.SCIPY_GEMM` means SciPy's BLAS through Numba.
     blas_threads : :class:`BlasThreads` of that library, or None where its count cannot be set
         per call (``threads`` then bounds Numba's blocks only).
     """
@@ -149,9 +149,12 @@ def configure(threads: object = None) -> ThreadSetup:
     docstring). Process-wide effect: Numba's pool is started once per process
     (:func:`start_numba_pool`).
     """
+    from fastnn.kernels.blas import SCIPY_GEMM
+
     n = resolve_threads(threads)
     if numba.config.DISABLE_JIT:  # kernels run as Python; their GEMMs are NumPy's matmul
-        return ThreadSetup(n, None, "", {np.dtype(np.float32): (0, 0), np.dtype(np.float64): (0, 0)})
+        return ThreadSetup(n, None, "", {np.dtype(np.float32): SCIPY_GEMM,
+                                         np.dtype(np.float64): SCIPY_GEMM})
     layer = start_numba_pool()
     handles, controller = gemm_handles()
     return ThreadSetup(n, layer, controller.filepath, handles, BlasThreads.of(controller))
@@ -237,8 +240,9 @@ def gemm_handles():
 
     Looks up ``cblas_sgemm``/``cblas_dgemm`` in NumPy's BLAS (the copy NumPy's matmul uses).
     Returns ``({float32: (address, ilp64), float64: (address, ilp64)}, controller)``. When NumPy's
-    BLAS cannot be found or exposes no CBLAS ``gemm``, addresses are 0 (the kernels then call
-    SciPy's BLAS through Numba) and the controller is SciPy's BLAS.
+    BLAS cannot be found or exposes no CBLAS ``gemm``, the handles are
+    :data:`~fastnn.kernels.blas.SCIPY_GEMM` (the kernels then call SciPy's BLAS through Numba)
+    and the controller is SciPy's BLAS.
     """
     handles = _numpy_gemm(_blas_controllers(np))  # SciPy stays unimported (~0.3 s) when found
     if handles is not None:
@@ -253,7 +257,9 @@ def gemm_handles():
     if handles is not None:
         return handles
     fallback = next((c for c in every_blas if c.filepath in scipy_own), every_blas[0])
-    return {np.dtype(np.float32): (0, 0), np.dtype(np.float64): (0, 0)}, fallback
+    from fastnn.kernels.blas import SCIPY_GEMM
+
+    return {np.dtype(np.float32): SCIPY_GEMM, np.dtype(np.float64): SCIPY_GEMM}, fallback
 
 
 def _numpy_gemm(controllers: list):
