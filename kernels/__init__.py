@@ -34,9 +34,11 @@ import functools
 import os
 import tempfile
 import types
+import uuid
 import warnings
 
 import numba
+from numba.core import caching
 
 
 class KernelCacheWarning(UserWarning):
@@ -67,6 +69,38 @@ _check_cache_dir()
 _uncached_warned = False
 
 
+class _UniqueDataCacheFile(caching.IndexDataCacheFile):
+    """Numba's on-disk cache files of one function (an index and one data file per compiled
+    signature), each data file named for the process that wrote it.
+
+    Numba names a new entry's data file after the first number not in the index it has just
+    read, so two processes compiling two signatures of one function at once (two test workers,
+    or a run and its background compiler, :mod:`fastnn.background_compile`) can both write
+    ``<name>.1.nbc``: the index then maps one signature to the other's machine code, and calling
+    it crashes the process (seen in CI: a segmentation fault in ``dense_forward`` on a cold cache
+    with two test workers). With a name of its own per writer, the worst a race can do is drop an
+    index entry, which costs one compilation; a process that reads an index entry before its
+    data file exists finds no file and compiles (Numba's own handling)."""
+
+    def save(self, key, data):
+        overloads = self._load_index()
+        data_name = overloads.get(key)
+        if data_name is None:
+            base = self._index_name[:-len(".nbi")]
+            data_name = f"{base}.{os.getpid()}-{uuid.uuid4().hex[:12]}.nbc"
+            overloads[key] = data_name
+            self._save_index(overloads)
+        self._save_data(data_name, data)
+
+
+def _unique_data_names(dispatcher):
+    """``dispatcher`` with :class:`_UniqueDataCacheFile` for its cache (when it has one)."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if type(cache_file) is caching.IndexDataCacheFile:
+        cache_file.__class__ = _UniqueDataCacheFile
+    return dispatcher
+
+
 def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = "never",
            nogil: bool = False, fastmath: frozenset = frozenset()):
     """Decorator: ``numba.njit(cache=True, ...)`` that survives an unusable cache.
@@ -94,7 +128,7 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
     def compile_(func, options):
         global _uncached_warned
         try:
-            return numba.njit(cache=True, **options)(func)
+            return _unique_data_names(numba.njit(cache=True, **options)(func))
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise

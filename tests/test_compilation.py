@@ -241,3 +241,34 @@ def test_info_reports_the_kernel_cache():
     assert set(cache["warm"]) <= {"float32", "float64"}
     text = CliRunner().invoke(main, ["info"]).output
     assert "kernel cache " in text and "kernel cache warm for" in text
+
+
+def test_two_writers_of_one_kernels_cache_never_swap_their_machine_code(tmp_path, monkeypatch):
+    """Two processes that compile two signatures of one function at the same time both read the
+    index before either writes it. Numba's own cache files then both write ``<name>.1.nbc`` and
+    the index maps one signature to the other's code (a crash when called); fastnn's kernels
+    name each writer's data file apart, so a race can only lose an index entry."""
+    from numba.core import caching
+
+    from fastnn.kernels import _UniqueDataCacheFile
+
+    def race(cls):
+        first, second = (cls(str(tmp_path / cls.__name__), "kernel-1", "stamp") for _ in range(2))
+        (tmp_path / cls.__name__).mkdir()
+        stale = {}
+        for writer in (first, second):  # both read the index before either wrote it
+            monkeypatch.setattr(writer, "_load_index", lambda stale=stale: dict(stale))
+        first.save("float32 signature", "float32 code")
+        second.save("float64 signature", "float64 code")
+        reader = cls(str(tmp_path / cls.__name__), "kernel-1", "stamp")
+        return {key: reader.load(key) for key in ("float32 signature", "float64 signature")}
+
+    numba_own = race(caching.IndexDataCacheFile)
+    assert numba_own["float64 signature"] == "float64 code"
+    ours = race(_UniqueDataCacheFile)
+    assert ours["float64 signature"] == "float64 code"
+    assert ours["float32 signature"] in (None, "float32 code"), "never another signature's code"
+    # the failure ours prevents: the first writer's entry points at a file the second overwrote
+    first = caching.IndexDataCacheFile(str(tmp_path / "IndexDataCacheFile"), "kernel-1", "stamp")
+    monkeypatch.setattr(first, "_load_index", lambda: {"float32 signature": "kernel-1.1.nbc"})
+    assert first.load("float32 signature") == "float64 code", "Numba's names collide"
