@@ -18,8 +18,10 @@ the run's model and does both (:func:`fastnn.compilation.compile_alongside`), ni
 core.
 
 The helper is a head start and nothing more: whatever it has not cached when the run needs it,
-the run compiles itself, and Numba writes its cache files atomically, so neither process ever
-reads half of one. The helper writes nothing else, ignores Ctrl-C (the run handles it) and is
+the run compiles itself. Numba writes its cache files atomically, so neither process ever reads
+half of one, and fastnn's kernels name each process's data files apart
+(:class:`fastnn.kernels._UniqueDataCacheFile`), so two processes compiling two signatures of one
+function at once cannot map one signature to the other's code. The helper writes nothing else, ignores Ctrl-C (the run handles it) and is
 ended when the run's process exits. It is not started for the NumPy backend, for runs on one's
 own data (the model's shape comes from the file), where kernels cannot be cached, on a single
 CPU, or with ``FASTNN_BACKGROUND_COMPILE=0``.

@@ -53,7 +53,9 @@ class ScipyBlasNumba(NumbaBackend):
 
     def __init__(self, threads=None):
         super().__init__(threads)
-        self.setup = dataclasses.replace(self.setup, gemm={dt: (0, 0) for dt in self.setup.gemm})
+        from fastnn.kernels.blas import SCIPY_GEMM
+
+        self.setup = dataclasses.replace(self.setup, gemm={dt: SCIPY_GEMM for dt in self.setup.gemm})
 
 
 VARIANTS = {"numba-parallel": AlwaysParallelNumba, "numba-scipy-blas": ScipyBlasNumba}

@@ -319,3 +319,10 @@ def test_the_one_call_step_with_scipys_blas():
             model.train_step(X, y, optimizer=opt)
         arenas.append(model.arena.copy())
     np.testing.assert_allclose(arenas[1], arenas[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_gemm_handle_without_an_address_is_refused():
+    """A kernel calls the address its handle gives: (0, ilp64) would call address 0."""
+    backend = NumbaBackend(pair=False)
+    with pytest.raises(ValueError, match=r"gemm\[float32\] must be \(address, ilp64\) with a nonzero"):
+        dataclasses.replace(backend.setup, gemm={np.dtype(np.float32): (0, 0)})

@@ -124,6 +124,15 @@ class ThreadSetup:
     gemm: dict
     blas_threads: BlasThreads | None = None
 
+    def __post_init__(self) -> None:
+        from fastnn.kernels.blas import SCIPY_GEMM
+
+        for dtype, handle in self.gemm.items():  # a kernel calls the address it is given
+            if handle != SCIPY_GEMM and not (isinstance(handle, tuple) and len(handle) == 2
+                                             and handle[0] != 0):
+                raise ValueError(f"gemm[{dtype}] must be (address, ilp64) with a nonzero address "
+                                 f"or SCIPY_GEMM {SCIPY_GEMM}, got {handle!r}.")
+
 
 def resolve_threads(threads: object) -> int | None:
     """Validate the ``threads`` option: None, or an int in ``[1, NUMBA_NUM_THREADS]``.
