@@ -93,11 +93,34 @@ class _UniqueDataCacheFile(caching.IndexDataCacheFile):
         self._save_data(data_name, data)
 
 
-def _unique_data_names(dispatcher):
-    """``dispatcher`` with :class:`_UniqueDataCacheFile` for its cache (when it has one)."""
+def sources_stamp(paths) -> tuple[float, int]:
+    """``(latest modification time, total size)`` of the files ``paths``: the stamp a cached
+    kernel is valid for."""
+    stats = [os.stat(path) for path in paths]
+    return max(st.st_mtime for st in stats), sum(st.st_size for st in stats)
+
+
+_KERNEL_SOURCES = tuple(sorted(os.path.join(os.path.dirname(__file__), name)
+                               for name in os.listdir(os.path.dirname(__file__))
+                               if name.endswith(".py")))
+
+
+def _cache_as_fastnn_does(dispatcher):
+    """``dispatcher`` with fastnn's rules for its on-disk cache (when it has one): data files named
+    apart per writer (:class:`_UniqueDataCacheFile`), and entries valid for every kernel module's
+    source, not only the function's own file. Numba stamps a function's cache with its own file,
+    so a kernel whose callee in another module was edited would go on loading machine code built
+    with the old callee (the local test suite did, 2026-12-06, and passed where a fresh build
+    crashed); with the stamp of all of them, any edit to a kernel module recompiles every
+    kernel once."""
     cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
     if type(cache_file) is caching.IndexDataCacheFile:
         cache_file.__class__ = _UniqueDataCacheFile
+        own = getattr(getattr(dispatcher, "py_func", None), "__code__", None)
+        paths = set(_KERNEL_SOURCES)
+        if own is not None and os.path.exists(own.co_filename):
+            paths.add(own.co_filename)  # a kernel elsewhere (fastnn.data.normalize)
+        cache_file._source_stamp = sources_stamp(sorted(paths))
     return dispatcher
 
 
@@ -128,7 +151,7 @@ def kernel(*, parallel: bool = False, error_model: str = "numpy", inline: str = 
     def compile_(func, options):
         global _uncached_warned
         try:
-            return _unique_data_names(numba.njit(cache=True, **options)(func))
+            return _cache_as_fastnn_does(numba.njit(cache=True, **options)(func))
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise

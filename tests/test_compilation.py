@@ -272,3 +272,26 @@ def test_two_writers_of_one_kernels_cache_never_swap_their_machine_code(tmp_path
     first = caching.IndexDataCacheFile(str(tmp_path / "IndexDataCacheFile"), "kernel-1", "stamp")
     monkeypatch.setattr(first, "_load_index", lambda: {"float32 signature": "kernel-1.1.nbc"})
     assert first.load("float32 signature") == "float64 code", "Numba's names collide"
+
+
+def test_a_kernels_cache_is_stamped_with_every_kernel_module(tmp_path):
+    """Numba stamps a cached function with its own file only; fastnn's kernels with every kernel
+    module's, so an edited callee in another module invalidates its callers' cached code."""
+    import os
+
+    from fastnn.kernels import _KERNEL_SOURCES, blas, dense, sources_stamp
+
+    files = [tmp_path / "a.py", tmp_path / "b.py"]
+    for f in files:
+        f.write_text("x = 1\n")
+    before = sources_stamp(files)
+    files[1].write_text("x = 22\n")  # another size
+    assert sources_stamp(files) != before
+    os.utime(files[0], (before[0] + 10, before[0] + 10))  # a later time
+    assert sources_stamp(files)[0] == before[0] + 10
+
+    assert {os.path.basename(p) for p in _KERNEL_SOURCES} >= {"blas.py", "dense.py", "step.py",
+                                                              "pair.py"}
+    expected = sources_stamp(_KERNEL_SOURCES)
+    assert blas._gemm_blas._cache._cache_file._source_stamp == expected
+    assert dense.dense_forward_kernel.serial._cache._cache_file._source_stamp == expected
