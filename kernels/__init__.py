@@ -77,8 +77,8 @@ class _UniqueDataCacheFile(caching.IndexDataCacheFile):
     read, so two processes compiling two signatures of one function at once (two test workers,
     or a run and its background compiler, :mod:`fastnn.background_compile`) can both write
     ``<name>.1.nbc``: the index then maps one signature to the other's machine code, and calling
-    it crashes the process (seen in CI: a segmentation fault in ``dense_forward`` on a cold cache
-    with two test workers). With a name of its own per writer, the worst a race can do is drop an
+    it can crash the process (read from Numba's code, not reproduced on demand). With a name of
+    its own per writer, the worst a race can do is drop an
     index entry, which costs one compilation; a process that reads an index entry before its
     data file exists finds no file and compiles (Numba's own handling)."""
 

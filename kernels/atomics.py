@@ -28,10 +28,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: ``CLOCK_MONOTONIC`` on Linux and macOS.
-CLOCK_MONOTONIC = {"linux": 1, "darwin": 6}
-
-
 def _check_word_array(arr) -> None:
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
         raise TypeError(f"atomic operations need a 1-d int64 array, got {arr}")

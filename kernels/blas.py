@@ -202,5 +202,3 @@ def gemm_at(blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, like):
         _cblas_gemm_at_ilp64(address, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, like)
     else:
         _cblas_gemm_at_lp64(address, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, like)
-
-

@@ -237,7 +237,7 @@ def _pair_gemm(box, blas, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
 
 
 @kernel()
-def pair_update(box, blas, lo, hi, kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad,
+def pair_update(box, lo, hi, kind, coefficients, sgd, rmsprop, adam, nadam, arena, grad,
                 s1, s2, s3):
     """The optimizer update of ``arena[lo:hi]`` (:func:`fastnn.kernels.optimizers.apply_rule`),
     shared with the worker in :data:`UPDATE_CHUNKS` parts when the step shares its work, the range

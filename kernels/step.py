@@ -368,20 +368,20 @@ def _backward_and_update(X, training, max_norm, kind, coefficients, sgd, rmsprop
         if l2 != 0.0:
             squares += l2_block(arena[w_off: w_off + D * H], grad[w_off: w_off + D * H], l2)
         if per_layer:  # this layer's gradients are final: update it while they are in cache
-            pair_update(pair, blas, w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam,
+            pair_update(pair, w_off, w_off + D * H, kind, coefficients, sgd, rmsprop, adam,
                         nadam, arena, grad, s1, s2, s3)
             b_off = table[l, COL_B]
-            pair_update(pair, blas, b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam,
+            pair_update(pair, b_off, b_off + H, kind, coefficients, sgd, rmsprop, adam,
                         nadam, arena, grad, s1, s2, s3)
             if table[l, COL_NORM] != NORM_NONE:
                 g_off = table[l, COL_GAMMA]
-                pair_update(pair, blas, g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop,
+                pair_update(pair, g_off, g_off + 2 * H, kind, coefficients, sgd, rmsprop,
                             adam, nadam, arena, grad, s1, s2, s3)
     norm = 0.0
     if max_norm > 0.0:
         norm = clip_grad_norm_kernel(grad, max_norm)
     if kind != NO_UPDATE and finite and not per_layer:
-        pair_update(pair, blas, 0, arena.shape[0], kind, coefficients, sgd, rmsprop, adam, nadam,
+        pair_update(pair, 0, arena.shape[0], kind, coefficients, sgd, rmsprop, adam, nadam,
                     arena, grad, s1, s2, s3)
     return squares, norm
 

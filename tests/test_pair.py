@@ -157,9 +157,9 @@ def test_a_shared_gemm_equals_one_single_threaded_call_bit_for_bit(dtype, worker
 
 
 @numba.njit
-def _shared_update(box, blas, lo, hi, kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3):
+def _shared_update(box, lo, hi, kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3):
     box[K.ACTIVE] = 1
-    K.pair_update(box, blas, lo, hi, kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3)
+    K.pair_update(box, lo, hi, kind, c, sgd, rmsprop, adam, nadam, p, g, s1, s2, s3)
     box[K.ACTIVE] = 0
 
 
@@ -178,7 +178,6 @@ def test_a_shared_update_equals_one_pass_bit_for_bit(rule):
     p0 = rng.standard_normal(size).astype(np.float32)
     g = rng.standard_normal(size).astype(np.float32)
     states0 = [np.abs(rng.standard_normal(size)).astype(np.float32) for _ in range(3)]
-    blas = BACKEND.setup.gemm[np.dtype(np.float32)]
     switches = RULE_SWITCHES[kind]
 
     expected, expected_states = p0.copy(), [s.copy() for s in states0]
@@ -189,7 +188,7 @@ def test_a_shared_update_equals_one_pass_bit_for_bit(rule):
     try:
         for _ in range(3):  # the worker may take none, some or all of the parts each time
             p, states = p0.copy(), [s.copy() for s in states0]
-            _shared_update(pair.box, blas, lo, hi, kind, c, *switches, p, g, *states)
+            _shared_update(pair.box, lo, hi, kind, c, *switches, p, g, *states)
             np.testing.assert_array_equal(p, expected)
             for got, want in zip(states, expected_states):
                 np.testing.assert_array_equal(got, want)

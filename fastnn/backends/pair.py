@@ -171,6 +171,7 @@ class StepPair:
         self.box[self._kernels.STOP] = 1
         thread.join(timeout)
         self._thread = None
+        _started.discard(self)
 
     def __repr__(self) -> str:
         return f"StepPair({self.dtype.name}, alive={self.alive}, rule={self._rule})"
